@@ -1,0 +1,53 @@
+"""`ImageVectorizer`: the seed's class, done right.
+
+The seed held `self.spark` and a model and registered `udf(lambda x: self.extract_features(x))`;
+cloudpickle then dragged the SparkSession into the closure and the job failed with SPARK-5063.
+This class holds only a frozen config. Its model lives in the process cache, so the object
+pickles to a few hundred bytes, and Spark ships the config, never `self`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .config import ExtractorConfig, ModelFactory
+from .extractor import FeatureExtractor
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+
+class ImageVectorizer:
+    """Feature vectors for single images and for whole DataFrames.
+
+    `options` are those of `featurex.image_features` (batch_size, device, precision, ...).
+    """
+
+    def __init__(
+        self,
+        model: str | ModelFactory = "resnet50",
+        weights: str | None = "DEFAULT",
+        **options: Any,
+    ) -> None:
+        self.config = ExtractorConfig(model=model, weights=weights, **options)
+
+    def extract_features(self, image_bytes: bytes) -> list[float]:
+        """The feature vector of one encoded image, as a list of floats.
+
+        Raises ValueError with the reason when the bytes are not a decodable image.
+        """
+        features, errors = FeatureExtractor.from_config(self.config).extract([image_bytes])
+        if errors[0] is not None:
+            raise ValueError(f"cannot extract features: {errors[0]}")
+        return [float(v) for v in features[0]]
+
+    def process_images(
+        self, df: DataFrame, input_col: str = "content", output_col: str = "features"
+    ) -> DataFrame:
+        """`df` with `output_col` holding the features of the image bytes in `input_col`."""
+        from .spark import features_column
+
+        return df.withColumn(output_col, features_column(input_col, self.config))
+
+    def __repr__(self) -> str:
+        return f"ImageVectorizer({self.config.describe()})"

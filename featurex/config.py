@@ -1,0 +1,224 @@
+"""`ExtractorConfig`: the small frozen value that travels to the Spark workers.
+
+Everything is validated here, on the driver, so a bad argument fails before any job runs.
+The config carries a `key` computed once at creation; the workers use it to find the model
+in their process cache, so two equal configs share one loaded model.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import pickle
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+Precision = Literal["fp32", "bf16", "fp16"]
+OnError = Literal["null", "raise"]
+ModelFactory = Callable[[], "torch.nn.Module"]
+Transform = Callable[["Image.Image"], "torch.Tensor"]
+
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+ON_ERRORS: tuple[str, ...] = get_args(OnError)
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
+# Pillow's own default limit (about 89.5 megapixels, 0.25 GiB of RGB).
+DEFAULT_MAX_PIXELS = 89_478_485
+# torchvision classifiers without a final nn.Linear: "input of the classifier" is not clean.
+_NO_LINEAR_HEAD = frozenset({"squeezenet1_0", "squeezenet1_1"})
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+@lru_cache(maxsize=1)
+def supported_models() -> tuple[str, ...]:
+    """torchvision classification models whose features are the classifier's input."""
+    import torchvision.models
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    return tuple(n for n in names if n not in _NO_LINEAR_HEAD)
+
+
+def weight_names(model: str) -> tuple[str, ...]:
+    """The torchvision weight names a model accepts, "DEFAULT" first."""
+    import torchvision.models
+
+    members = torchvision.models.get_model_weights(model).__members__
+    return ("DEFAULT", *(n for n in members if n != "DEFAULT"))
+
+
+def _fingerprint(obj: object) -> str:
+    """A stable identity for a user callable, computed on the driver.
+
+    Functions defined in a notebook are shipped by value and come back as new objects in
+    every task, so identity cannot key the worker cache; their pickled bytes can.
+    """
+    if obj is None or isinstance(obj, str):
+        return repr(obj)
+    try:
+        payload = pickle.dumps(obj)
+    except Exception:
+        try:
+            import cloudpickle  # type: ignore[import-not-found]
+        except ImportError:
+            from pyspark import cloudpickle  # the copy pyspark ships and uses to pickle UDFs
+        try:
+            payload = cloudpickle.dumps(obj)
+        except Exception:  # not picklable: can only be used in this process
+            return f"id:{id(obj)}"
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _choices(valid: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(repr(v) for v in valid)
+
+
+@dataclass(frozen=True)
+class ExtractorConfig:
+    """How to turn image bytes into features. Frozen, small and picklable."""
+
+    # What to run: a torchvision model name or a zero-arg factory returning an nn.Module.
+    model: str | ModelFactory = "resnet50"
+    # torchvision weights name, a checkpoint path (.pth/.pt/.safetensors), or None (random).
+    weights: str | None = "DEFAULT"
+    seed: int = 0  # random init seed when weights is None
+    transform: Transform | None = None  # PIL image -> CHW float tensor; None = from the weights
+    # Where and how fast.
+    batch_size: int | None = None  # None = the device's default
+    device: str = "auto"
+    precision: Precision = "fp32"
+    decode_threads: int | None = None  # None = the device's default
+    # Bad input.
+    on_error: OnError = "null"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    # Derived: identifies the loaded model in a worker's cache.
+    key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._check_model_and_weights()
+        _check_positive("batch_size", self.batch_size, optional=True)
+        _check_positive("decode_threads", self.decode_threads, optional=True)
+        _check_positive("max_pixels", self.max_pixels)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"seed must be an int, got {self.seed!r}")
+        if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
+            raise ConfigError(
+                f"unknown device {self.device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown precision {self.precision!r}: expected one of {_choices(PRECISIONS)}"
+            )
+        if self.on_error not in ON_ERRORS:
+            raise ConfigError(
+                f"unknown on_error {self.on_error!r}: expected one of {_choices(ON_ERRORS)}"
+            )
+        if self.transform is not None and not callable(self.transform):
+            raise ConfigError(f"transform must be callable or None, got {self.transform!r}")
+        # Only what changes the loaded model belongs in the key; batch size, decoding
+        # limits and the error policy are applied per call.
+        parts = (
+            _fingerprint(self.model),
+            repr(self.weights),
+            str(self.seed),
+            _fingerprint(self.transform),
+            self.device,
+            self.precision,
+        )
+        object.__setattr__(self, "key", "|".join(parts))
+
+    def _check_model_and_weights(self) -> None:
+        weights = self.weights
+        if isinstance(weights, str) and weights.lower() == "none":
+            weights = None  # the CLI and string-only APIs spell None this way
+        if weights is not None and not isinstance(weights, str | os.PathLike):
+            raise ConfigError(
+                f"weights must be a torchvision weights name, a checkpoint path or None, "
+                f"got {weights!r}"
+            )
+        if isinstance(weights, os.PathLike) or (
+            isinstance(weights, str) and _looks_like_path(weights)
+        ):
+            path = os.path.abspath(os.fspath(weights))
+            if not os.path.isfile(path):
+                raise ConfigError(
+                    f"checkpoint file not found: {path!r}. Pass an existing .pth/.pt/"
+                    f".safetensors state_dict, a torchvision weights name, or weights=None"
+                )
+            weights = path
+        object.__setattr__(self, "weights", weights)
+
+        if callable(self.model):
+            if weights is not None and weights != "DEFAULT" and not _looks_like_path(weights):
+                raise ConfigError(
+                    f"weights={weights!r} is a torchvision weights name, but model is a "
+                    f"factory: pass a checkpoint path, or None/'DEFAULT' to keep the "
+                    f"factory's own weights"
+                )
+            return
+        if not isinstance(self.model, str):
+            raise ConfigError(
+                f"model must be a torchvision model name or a zero-argument callable "
+                f"returning an nn.Module, got {self.model!r}"
+            )
+        valid = supported_models()
+        if self.model not in valid:
+            close = difflib.get_close_matches(self.model, valid, n=3)
+            hint = f"did you mean {_choices(close)}? " if close else ""
+            raise ConfigError(
+                f"unknown model {self.model!r}: {hint}expected a torchvision classifier "
+                f"such as 'resnet18', 'resnet50' or 'efficientnet_b0' "
+                f"(all {len(valid)}: featurex.config.supported_models()), or a factory"
+            )
+        if isinstance(weights, str) and not _looks_like_path(weights):
+            names = weight_names(self.model)
+            short = weights.rsplit(".", 1)[-1]  # accept "ResNet50_Weights.IMAGENET1K_V2"
+            if short not in names:
+                raise ConfigError(
+                    f"unknown weights {weights!r} for {self.model}: expected one of "
+                    f"{_choices(names)}, a checkpoint path ({', '.join(CHECKPOINT_SUFFIXES)}), "
+                    f"or None for random init"
+                )
+            object.__setattr__(self, "weights", short)
+
+    @property
+    def checkpoint(self) -> str | None:
+        """The checkpoint path, when weights is one."""
+        w = self.weights
+        return w if w is not None and _looks_like_path(w) else None
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-friendly summary, for logs and the CLI."""
+        model = (
+            self.model
+            if isinstance(self.model, str)
+            else getattr(self.model, "__qualname__", repr(self.model))
+        )
+        return {
+            "model": model,
+            "weights": self.weights,
+            "batch_size": self.batch_size,
+            "device": self.device,
+            "precision": self.precision,
+            "on_error": self.on_error,
+        }
+
+
+def _looks_like_path(value: str) -> bool:
+    return os.sep in value or "/" in value or value.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+def _check_positive(name: str, value: object, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        default = " (or None for the default)" if optional else ""
+        raise ConfigError(f"{name} must be a positive int{default}, got {value!r}")

@@ -1,0 +1,23 @@
+"""Exceptions raised by featurex. All derive from `FeatureXError`."""
+
+from __future__ import annotations
+
+
+class FeatureXError(Exception):
+    """Base class for featurex errors."""
+
+
+class ConfigError(FeatureXError, ValueError):
+    """A bad argument, detected on the driver before any job runs."""
+
+
+class WeightsUnavailableError(FeatureXError, RuntimeError):
+    """Pretrained weights could not be downloaded (for example, no internet)."""
+
+
+class CheckpointError(FeatureXError, ValueError):
+    """A checkpoint file that cannot be loaded into the chosen model."""
+
+
+class ImageError(FeatureXError, ValueError):
+    """An image that cannot be decoded; raised only with ``on_error="raise"``."""

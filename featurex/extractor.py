@@ -1,0 +1,216 @@
+"""`FeatureExtractor`: bytes in, (n, D) float32 out. Pure PyTorch, no Spark.
+
+Inputs arrive as a stream of batches (Spark's Arrow batches, or one list). Decoding runs on a
+small thread pool a window ahead of inference; decoded tensors are re-chunked into inference
+batches of exactly `batch_size`, across input batch boundaries; each input batch comes back
+complete, in order, with the same length: features, or a NaN row plus a reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+import torch
+
+from ._cache import MODELS
+from .config import DEFAULT_MAX_PIXELS, ExtractorConfig, ModelFactory, OnError, Precision, Transform
+from .decode import prepare
+from .errors import ImageError
+from .models import LoadedModel, default_batch_size, default_decode_threads, load_model
+
+log = logging.getLogger(__name__)
+
+Features = np.ndarray  # (n, D) float32, NaN rows where an input failed
+Errors = list[str | None]
+
+
+@dataclass
+class _Pending:
+    """One input batch being filled in, possibly across several inference batches."""
+
+    size: int
+    features: np.ndarray | None = None
+    errors: Errors = field(default_factory=list)
+    resolved: int = 0
+
+    def __post_init__(self) -> None:
+        self.errors = [None] * self.size
+
+
+class FeatureExtractor:
+    """The featurex engine without Spark.
+
+    >>> fx = FeatureExtractor(model="resnet18", weights=None)
+    >>> features, errors = fx.extract([jpeg_bytes, b"not an image", None])
+    >>> features.shape, errors[1] is not None
+    ((3, 512), True)
+    """
+
+    def __init__(
+        self,
+        model: str | ModelFactory = "resnet50",
+        weights: str | None = "DEFAULT",
+        *,
+        batch_size: int | None = None,
+        device: str = "auto",
+        precision: Precision = "fp32",
+        on_error: OnError = "null",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        decode_threads: int | None = None,
+        seed: int = 0,
+        transform: Transform | None = None,
+    ) -> None:
+        self.config = ExtractorConfig(
+            model=model,
+            weights=weights,
+            seed=seed,
+            transform=transform,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            decode_threads=decode_threads,
+            on_error=on_error,
+            max_pixels=max_pixels,
+        )
+
+    @classmethod
+    def from_config(cls, config: ExtractorConfig) -> FeatureExtractor:
+        self = cls.__new__(cls)
+        self.config = config
+        return self
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The model, from this process's cache (built on first use)."""
+        return MODELS.get(self.config.key, partial(load_model, self.config))
+
+    @property
+    def dim(self) -> int:
+        """Feature size D."""
+        loaded = self.loaded
+        if loaded.dim is not None:
+            return loaded.dim
+        # A factory's output size is known only after a forward pass.
+        crop = torch.zeros(1, 3, 224, 224)
+        return int(self._forward(loaded, crop).shape[1])
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size or default_batch_size(self.loaded.device)
+
+    def extract(self, images: Sequence[object]) -> tuple[Features, Errors]:
+        """Features for a list of image bytes (or None): ((n, D) float32, reasons).
+
+        A row that fails is all-NaN and has a reason; the others have reason None.
+        """
+        return next(self.extract_batches([images]))
+
+    def extract_batches(
+        self, batches: Iterable[Sequence[object]]
+    ) -> Iterator[tuple[Features, Errors]]:
+        """Like `extract`, over a stream of batches, one result per input batch, in order."""
+        loaded = self.loaded
+        batch_size = self.batch_size
+        threads = self.config.decode_threads or default_decode_threads(loaded.device)
+        # Decode at most this far ahead: bounds memory whatever the input batch size.
+        window = batch_size + 2 * threads
+        work = partial(prepare, transform=loaded.transform, max_pixels=self.config.max_pixels)
+
+        open_batches: deque[_Pending] = deque()
+        inflight: deque[tuple[_Pending, int, int, Future[tuple[object, str | None]]]] = deque()
+        chunk: list[tuple[_Pending, int, torch.Tensor]] = []
+
+        def inputs() -> Iterator[tuple[_Pending, int, object]]:
+            for batch in batches:
+                pending = _Pending(len(batch))
+                open_batches.append(pending)
+                yield from ((pending, i, item) for i, item in enumerate(batch))
+
+        def finished() -> Iterator[tuple[Features, Errors]]:
+            while open_batches and open_batches[0].resolved == open_batches[0].size:
+                done = open_batches.popleft()
+                yield self._result(done, loaded), done.errors
+
+        source = enumerate(inputs())
+        with ThreadPoolExecutor(threads, thread_name_prefix="featurex-decode") as pool:
+
+            def refill() -> None:
+                while len(inflight) < window:
+                    nxt = next(source, None)
+                    if nxt is None:
+                        return
+                    row, (pending, i, item) = nxt
+                    inflight.append((pending, i, row, pool.submit(work, item)))
+
+            try:
+                refill()
+                yield from finished()  # empty input batches
+                while inflight:
+                    pending, i, row, future = inflight.popleft()
+                    tensor, reason = future.result()
+                    refill()
+                    if reason is not None:
+                        if self.config.on_error == "raise":
+                            raise ImageError(f"cannot featurize input row {row}: {reason}")
+                        pending.errors[i] = reason
+                        pending.resolved += 1
+                    else:
+                        assert isinstance(tensor, torch.Tensor)
+                        chunk.append((pending, i, tensor))
+                        if len(chunk) == batch_size:
+                            self._run_chunk(loaded, chunk)
+                    yield from finished()
+                if chunk:
+                    self._run_chunk(loaded, chunk)
+                yield from finished()
+            finally:
+                for *_, future in inflight:
+                    future.cancel()
+
+    def _run_chunk(
+        self, loaded: LoadedModel, chunk: list[tuple[_Pending, int, torch.Tensor]]
+    ) -> None:
+        out = self._forward(loaded, torch.stack([t for _, _, t in chunk]))
+        for (pending, i, _), row in zip(chunk, out, strict=True):
+            if pending.features is None:
+                pending.features = np.full((pending.size, out.shape[1]), np.nan, np.float32)
+            pending.features[i] = row
+            pending.resolved += 1
+        chunk.clear()
+
+    def _forward(self, loaded: LoadedModel, batch: torch.Tensor) -> np.ndarray:
+        n = batch.shape[0]
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        if loaded.device.type == "cuda":
+            batch = batch.pin_memory().to(loaded.device, non_blocking=True)
+        autocast = (
+            torch.autocast(loaded.device.type, dtype=loaded.autocast_dtype)
+            if loaded.autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            out = loaded.module(batch)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"the model returned {type(out).__name__}, expected a Tensor")
+        features = out.reshape(n, -1).float().cpu().numpy()
+        # Check every batch before it leaves: one row per input, one width, float32.
+        expected = loaded.dim if loaded.dim is not None else features.shape[1]
+        if features.shape != (n, expected):
+            raise RuntimeError(
+                f"model output has shape {tuple(features.shape)}, expected ({n}, {expected})"
+            )
+        return features
+
+    def _result(self, pending: _Pending, loaded: LoadedModel) -> Features:
+        if pending.features is not None:
+            return pending.features
+        # No row of this batch succeeded: NaN rows of the right width.
+        width = loaded.dim if loaded.dim is not None else 0
+        return np.full((pending.size, width), np.nan, np.float32)
