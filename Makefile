@@ -13,7 +13,6 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml scripts/check_requirements.sh
 	@scripts/check_requirements.sh $(PYTHON)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade --quiet pip
 	$(BIN)/python -m pip install --quiet -e ".[dev,connect]"
 	@touch $@
 

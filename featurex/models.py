@@ -225,18 +225,19 @@ def load_checkpoint_into(module: nn.Module, path: str, ignore_prefix: str | None
         raise CheckpointError(
             f"checkpoint {path!r} does not fit the model: {' '.join(detail[1:3]).strip()}"
         ) from exc
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"checkpoint {path!r} does not fit the model: "
-            f"missing keys {_few(result.missing_keys)}, "
-            f"unexpected keys {_few(result.unexpected_keys)}"
-        )
+    problems = [
+        f"{kind} keys {_few(keys)}"
+        for kind, keys in (("missing", result.missing_keys), ("unexpected", result.unexpected_keys))
+        if keys
+    ]
+    if problems:
+        raise CheckpointError(f"checkpoint {path!r} does not fit the model: {', '.join(problems)}")
 
 
 def _few(keys: list[str], n: int = 4) -> str:
     shown = ", ".join(keys[:n])
     more = f" and {len(keys) - n} more" if len(keys) > n else ""
-    return f"[{shown}{more}]" if keys else "[]"
+    return f"[{shown}{more}]"
 
 
 def load_model(config: ExtractorConfig) -> LoadedModel:

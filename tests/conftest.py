@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+# Spark workers must run this interpreter; local Spark binds to loopback only.
+os.environ["PYSPARK_PYTHON"] = sys.executable
+os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+sys.path.insert(0, str(Path(__file__).parent))
+import images  # noqa: E402
+import models_for_tests  # noqa: E402
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[object]:
+    from pyspark import cloudpickle
+    from pyspark.sql import SparkSession
+
+    # Test helper modules are not installed on the workers: ship them by value, as a
+    # notebook's own functions would be.
+    cloudpickle.register_pickle_by_value(models_for_tests)
+    cloudpickle.register_pickle_by_value(images)
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("featurex-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.sql.shuffle.partitions", "2")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve photos of varied sizes and formats, in nested folders."""
+    root = tmp_path_factory.mktemp("images")
+    (root / "nested").mkdir()
+    for i in range(12):
+        w, h = 160 + 37 * i, 120 + 23 * (11 - i)
+        folder = root / "nested" if i % 3 == 0 else root
+        if i % 4 == 1:
+            (folder / f"img{i:02d}.png").write_bytes(images.encode(images.photo(w, h, i), "PNG"))
+        else:
+            (folder / f"img{i:02d}.jpg").write_bytes(images.jpeg(w, h, i))
+    return root

@@ -1,0 +1,56 @@
+"""Reference computations and small models used by the tests."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+from torchvision import transforms as T
+
+
+def reference_features(images: Sequence[bytes], model: str = "resnet18", seed: int = 0,
+                       state_dict: dict[str, torch.Tensor] | None = None) -> np.ndarray:  # fmt: skip
+    """Plain torchvision, by hand: the documented preprocessing and the pooled features."""
+    torch.manual_seed(seed)
+    net = torchvision.models.get_model(model, weights=None)
+    if state_dict is not None:
+        net.load_state_dict(state_dict)
+    net.fc = nn.Identity()
+    net.eval()
+    preprocess = T.Compose([
+        T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+        T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+    ])  # fmt: skip
+    batch = torch.stack([preprocess(Image.open(io.BytesIO(b)).convert("RGB")) for b in images])
+    with torch.no_grad():
+        return net(batch).numpy()
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float = 1e-4) -> None:
+    """Each row within `rtol` of the reference, relative to the row's norm."""
+    assert actual.shape == expected.shape
+    assert actual.dtype == np.float32
+    err = np.linalg.norm(actual - expected, axis=1) / np.linalg.norm(expected, axis=1)
+    assert err.max() <= rtol, f"max relative error {err.max():.2e} > {rtol:.0e}"
+
+
+class BatchProbe(nn.Module):
+    """Outputs, for every row, the size of the batch it was run in."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 1), float(x.shape[0]))
+
+
+def batch_probe() -> nn.Module:
+    return BatchProbe()
+
+
+def tiny_cnn() -> nn.Module:
+    """A small picklable factory model: 8 features."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten())  # fmt: skip

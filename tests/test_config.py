@@ -1,0 +1,83 @@
+"""Bad arguments fail on the driver, at call time, naming the value and the valid choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import featurex as fx
+from featurex.config import ExtractorConfig
+from featurex.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model": "resnet5O"}, r"unknown model 'resnet5O'.*did you mean 'resnet50'"),
+        ({"model": "squeezenet1_0"}, r"unknown model 'squeezenet1_0'"),
+        ({"model": 42}, r"model must be a torchvision model name or a zero-argument callable"),
+        ({"weights": "IMAGENET1K_V9"}, r"unknown weights 'IMAGENET1K_V9' for resnet50.*'IMAGENET1K_V2'"),
+        ({"weights": "/no/such/model.pth"}, r"checkpoint file not found: '/no/such/model.pth'"),
+        ({"weights": 3}, r"weights must be a torchvision weights name"),
+        ({"batch_size": 0}, r"batch_size must be a positive int.*got 0"),
+        ({"batch_size": -4}, r"batch_size must be a positive int.*got -4"),
+        ({"batch_size": 2.5}, r"batch_size must be a positive int.*got 2.5"),
+        ({"batch_size": True}, r"batch_size must be a positive int.*got True"),
+        ({"device": "gpu"}, r"unknown device 'gpu': expected 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        ({"precision": "int8"}, r"unknown precision 'int8': expected one of 'fp32', 'bf16', 'fp16'"),
+        ({"on_error": "skip"}, r"unknown on_error 'skip': expected one of 'null', 'raise'"),
+        ({"max_pixels": 0}, r"max_pixels must be a positive int"),
+        ({"decode_threads": 0}, r"decode_threads must be a positive int"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_fail_at_call_time(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        fx.image_features("content", **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=message):
+        fx.FeatureExtractor(**kwargs)  # type: ignore[arg-type]
+
+
+def test_with_errors_must_be_a_bool() -> None:
+    with pytest.raises(ConfigError, match="with_errors must be True or False, got 'yes'"):
+        fx.image_features("content", weights=None, with_errors="yes")  # type: ignore[arg-type]
+
+
+def test_config_errors_are_value_errors() -> None:
+    assert issubclass(ConfigError, ValueError)
+    assert issubclass(ConfigError, fx.FeatureXError)
+
+
+def test_weights_names_are_normalised() -> None:
+    assert ExtractorConfig(weights="none").weights is None
+    assert ExtractorConfig(weights="ResNet50_Weights.IMAGENET1K_V2").weights == "IMAGENET1K_V2"
+    assert ExtractorConfig(model="resnet18", weights="IMAGENET1K_V1").weights == "IMAGENET1K_V1"
+
+
+def test_checkpoint_path_becomes_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "m.pth").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    config = ExtractorConfig(model="resnet18", weights="m.pth")
+    assert config.weights == str(tmp_path / "m.pth")
+    assert config.checkpoint == str(tmp_path / "m.pth")
+
+
+def test_factory_rejects_a_torchvision_weights_name() -> None:
+    with pytest.raises(ConfigError, match="model is a factory"):
+        ExtractorConfig(model=torch.nn.Identity, weights="IMAGENET1K_V1")
+
+
+def test_equal_configs_share_a_key_and_model_changes_do_not() -> None:
+    a = ExtractorConfig(model="resnet18", weights=None)
+    assert a.key == ExtractorConfig(model="resnet18", weights=None).key
+    # Per-call settings do not need another model.
+    assert a.key == ExtractorConfig(model="resnet18", weights=None, batch_size=3).key
+    assert a.key == ExtractorConfig(model="resnet18", weights=None, on_error="raise").key
+    for other in (
+        ExtractorConfig(model="resnet34", weights=None),
+        ExtractorConfig(model="resnet18", weights=None, seed=1),
+        ExtractorConfig(model="resnet18", weights=None, precision="bf16"),
+        ExtractorConfig(model="resnet18", weights="DEFAULT"),
+    ):
+        assert other.key != a.key

@@ -1,0 +1,128 @@
+"""Decoding: every common mode becomes RGB, EXIF is applied, bad bytes give a reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from images import encode, jpeg, photo, with_orientation
+from PIL import Image
+
+from featurex.config import DEFAULT_MAX_PIXELS
+from featurex.decode import DecodeError, decode_image
+
+
+def decode(data: object, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    return decode_image(data, max_pixels)
+
+
+def _gray16() -> bytes:
+    ramp = (np.arange(64 * 32, dtype=np.uint16).reshape(32, 64) * 32).astype(np.uint16)
+    return encode(Image.fromarray(ramp), "PNG")  # Pillow infers mode I;16
+
+
+def _animated_gif() -> bytes:
+    frames = [Image.new("RGB", (40, 30), c) for c in ((255, 0, 0), (0, 0, 255))]
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+
+
+def _palette_with_transparency() -> bytes:
+    image = photo(50, 40).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    return encode(image, "PNG", transparency=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "size"),
+    [
+        ("rgb jpeg", jpeg(64, 48), (64, 48)),
+        ("grayscale", encode(photo(64, 48).convert("L"), "PNG"), (64, 48)),
+        ("1-bit", encode(photo(64, 48).convert("1"), "PNG"), (64, 48)),
+        ("palette", encode(photo(64, 48).convert("P"), "PNG"), (64, 48)),
+        ("palette with transparency", _palette_with_transparency(), (50, 40)),
+        ("rgba", encode(photo(64, 48).convert("RGBA"), "PNG"), (64, 48)),
+        ("la", encode(photo(64, 48).convert("LA"), "PNG"), (64, 48)),
+        ("cmyk jpeg", encode(photo(64, 48).convert("CMYK"), "JPEG"), (64, 48)),
+        ("16-bit grayscale png", _gray16(), (64, 32)),
+        ("animated gif", _animated_gif(), (40, 30)),
+        ("tiff", encode(photo(64, 48), "TIFF"), (64, 48)),
+        ("bmp", encode(photo(64, 48), "BMP"), (64, 48)),
+        ("webp", encode(photo(64, 48), "WEBP"), (64, 48)),
+        ("bytearray", bytearray(jpeg(64, 48)), (64, 48)),
+    ],
+)
+def test_valid_images_become_rgb(name: str, data: bytes, size: tuple[int, int]) -> None:
+    image = decode(data)
+    assert image.mode == "RGB"
+    assert image.size == size
+
+
+def test_16_bit_is_scaled_not_clipped() -> None:
+    pixels = np.asarray(decode(_gray16()))
+    # The ramp spans 0..65504: scaled, it spans 0..255; clipped, it would be mostly 255.
+    assert pixels.min() == 0 and pixels.max() >= 254
+    assert 100 < pixels.mean() < 155
+
+
+def test_animated_image_uses_the_first_frame() -> None:
+    assert decode(_animated_gif()).getpixel((5, 5)) == (255, 0, 0)
+
+
+# EXIF orientation n stores the pixels so that this transform shows them upright.
+_STORED = {
+    1: lambda im: im,
+    2: lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    3: lambda im: im.transpose(Image.Transpose.ROTATE_180),
+    4: lambda im: im.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+    5: lambda im: im.transpose(Image.Transpose.TRANSPOSE),
+    6: lambda im: im.transpose(Image.Transpose.ROTATE_90),
+    7: lambda im: im.transpose(Image.Transpose.TRANSVERSE),
+    8: lambda im: im.transpose(Image.Transpose.ROTATE_270),
+}
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied(orientation: int) -> None:
+    # Four coloured quadrants make any wrong rotation or flip visible.
+    upright = Image.new("RGB", (80, 40))
+    for (x, y), colour in {(0, 0): (255, 0, 0), (40, 0): (0, 255, 0),
+                           (0, 20): (0, 0, 255), (40, 20): (255, 255, 0)}.items():  # fmt: skip
+        upright.paste(colour, (x, y, x + 40, y + 20))
+    stored = _STORED[orientation](upright)
+    decoded = decode(with_orientation(stored, orientation))
+    assert decoded.size == (80, 40)
+    for point in [(10, 5), (70, 5), (10, 35), (70, 35)]:
+        got, want = decoded.getpixel(point), upright.getpixel(point)
+        assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 40, (point, got, want)
+
+
+def test_corrupt_exif_keeps_the_image() -> None:
+    good = with_orientation(photo(64, 48), 6)
+    start = good.index(b"Exif\x00\x00") + 6  # the TIFF header, then the tag directory
+    length = int.from_bytes(good[start - 8 : start - 6], "big") - 8  # rest of the segment
+    corrupt = good[:start] + b"\xff" * length + good[start + length :]
+    image = decode(corrupt)
+    assert image.mode == "RGB" and image.size in {(64, 48), (48, 64)}
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (None, "null input"),
+        (b"", "empty input"),
+        (b"hello, I am text, not an image", "not an image"),
+        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "not an image"),
+        (b"\x89PNG\r\n\x1a\n", "SyntaxError|OSError|not an image"),
+        (bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), "not an image"),
+        (jpeg(200, 150)[:600], "truncated|OSError"),
+        ("a string", "expected image bytes, got str"),
+    ],
+)
+def test_bad_input_gives_a_reason(data: object, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        decode(data)
+
+
+def test_pixel_limit_is_checked_before_decoding() -> None:
+    data = jpeg(300, 200)
+    assert decode(data, max_pixels=60_000).size == (300, 200)
+    with pytest.raises(DecodeError, match=r"image too large: 300x200 = 60000 pixels, over max_pixels=59999"):
+        decode(data, max_pixels=59_999)

@@ -1,0 +1,136 @@
+"""Models, feature sizes, weights and checkpoints: plain PyTorch, no Spark."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from images import jpeg
+from models_for_tests import assert_close, reference_features, tiny_cnn
+from safetensors.torch import save_file
+
+import featurex as fx
+from featurex.config import ExtractorConfig
+from featurex.errors import CheckpointError, WeightsUnavailableError
+from featurex.models import ensure_weights, load_model, resolve_weights
+
+
+@pytest.mark.parametrize(
+    ("model", "dim"),
+    [("resnet18", 512), ("resnet34", 512), ("resnet50", 2048), ("resnet101", 2048),
+     ("resnet152", 2048), ("mobilenet_v3_small", 1024), ("efficientnet_b0", 1280),
+     ("densenet121", 1024), ("convnext_tiny", 768), ("regnet_y_400mf", 440)],
+)  # fmt: skip
+def test_feature_size_comes_from_the_model(model: str, dim: int) -> None:
+    extractor = fx.FeatureExtractor(model=model, weights=None, device="cpu")
+    assert extractor.dim == dim
+    features, errors = extractor.extract([jpeg(96, 80)])
+    assert features.shape == (1, dim) and errors == [None]
+    assert torch.isfinite(torch.from_numpy(features)).all()
+
+
+def test_named_weights_bring_their_own_preprocessing() -> None:
+    # ResNet-50 V2 resizes to 232, not 256: the transforms come from the weights object.
+    weights = resolve_weights("resnet50", "IMAGENET1K_V2")
+    assert weights is torchvision.models.ResNet50_Weights.IMAGENET1K_V2
+    assert list(weights.transforms().resize_size) == [232]
+    assert resolve_weights("resnet50", "DEFAULT") is weights
+
+
+def test_failed_download_says_what_to_do_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy on a closed loopback port makes the real download fail fast, online or not.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(WeightsUnavailableError) as info:
+        ensure_weights("resnet18", resolve_weights("resnet18", "DEFAULT"))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "cannot download ResNet18_Weights.IMAGENET1K_V1" in message
+    assert "--weights PATH" in message and "weights=None" in message
+    with pytest.raises(WeightsUnavailableError):  # the engine never falls back silently
+        fx.FeatureExtractor(model="resnet18", weights="DEFAULT", device="cpu").extract([b""])
+
+
+def _trained_resnet18(seed: int = 7) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return torchvision.models.resnet18().state_dict()
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".pt", ".safetensors"])
+def test_checkpoint_weights_are_used(tmp_path: Path, suffix: str) -> None:
+    state = _trained_resnet18()
+    path = tmp_path / f"model{suffix}"
+    if suffix == ".safetensors":
+        save_file(state, path)
+    else:
+        torch.save(state, path)
+    images = [jpeg(200, 150, 1), jpeg(120, 260, 2)]
+    features, _ = fx.FeatureExtractor("resnet18", weights=str(path), device="cpu").extract(images)
+    assert_close(features, reference_features(images, "resnet18", state_dict=state))
+
+
+def test_checkpoint_with_another_head_and_ddp_prefix_loads(tmp_path: Path) -> None:
+    # Fine-tuned on 10 classes and saved from DistributedDataParallel, inside a training dict.
+    state = _trained_resnet18()
+    finetuned = {**state, "fc.weight": torch.randn(10, 512), "fc.bias": torch.zeros(10)}
+    path = tmp_path / "finetuned.pth"
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in finetuned.items()}}, path)
+    images = [jpeg(160, 160, 3)]
+    features, _ = fx.FeatureExtractor("resnet18", weights=str(path), device="cpu").extract(images)
+    assert_close(features, reference_features(images, "resnet18", state_dict=state))
+
+
+def test_checkpoint_that_does_not_fit_names_keys(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = tmp_path / "resnet34.pth"
+    torch.save(torchvision.models.resnet34().state_dict(), path)
+    config = ExtractorConfig(model="resnet18", weights=str(path), device="cpu")
+    with pytest.raises(CheckpointError, match=r"does not fit the model: unexpected keys \[layer"):
+        load_model(config)
+
+
+def test_pickled_full_model_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "full.pth"
+    torch.save(torchvision.models.resnet18(), path)  # a pickled module, not a state_dict
+    with pytest.raises(CheckpointError, match="never pickled objects"):
+        load_model(ExtractorConfig(model="resnet18", weights=str(path), device="cpu"))
+
+
+class _Payload:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+def test_malicious_checkpoint_does_not_run_its_payload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        torch.save({"fc.weight": torch.zeros(1), "x": _Payload()}, f)
+    with pytest.raises(CheckpointError):
+        load_model(ExtractorConfig(model="resnet18", weights=str(path), device="cpu"))
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_factory_model_with_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    state = tiny_cnn().state_dict()
+    path = tmp_path / "tiny.pth"
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path.write_bytes(buffer.getvalue())
+    extractor = fx.FeatureExtractor(model=tiny_cnn, weights=str(path), device="cpu")
+    assert extractor.dim == 8
+    first = extractor.loaded.module[0].weight
+    assert torch.equal(first, state["0.weight"])
