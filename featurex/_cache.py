@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
+    from .config import ExtractorConfig
     from .models import LoadedModel
 
 T = TypeVar("T")
@@ -34,6 +35,7 @@ class KeyedCache(Generic[T]):
         self._building: dict[str, threading.Lock] = {}
         self.loads = 0
         self.hits = 0
+        self._per_key: dict[str, list[int]] = {}  # key -> [loads, hits]
 
     def get(self, key: str, build: Callable[[], T]) -> T:
         with self._lock:
@@ -53,6 +55,7 @@ class KeyedCache(Generic[T]):
                 raise
             with self._lock:  # publish and release the key in one step: no second build
                 self.loads += 1
+                self._per_key.setdefault(key, [0, 0])[0] += 1
                 self._entries[key] = value
                 while len(self._entries) > self.maxsize:
                     self._entries.popitem(last=False)
@@ -61,22 +64,24 @@ class KeyedCache(Generic[T]):
 
     def _hit(self, key: str) -> T:
         self.hits += 1
+        self._per_key.setdefault(key, [0, 0])[1] += 1
         self._entries.move_to_end(key)
         return self._entries[key]
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._per_key.clear()
             self.loads = self.hits = 0
 
-    def info(self) -> dict[str, int]:
+    def info(self, key: str | None = None) -> dict[str, int]:
         with self._lock:
-            return {
-                "loads": self.loads,
-                "hits": self.hits,
-                "size": len(self._entries),
-                "maxsize": self.maxsize,
-            }
+            if key is None:
+                loads, hits, size = self.loads, self.hits, len(self._entries)
+            else:
+                loads, hits = self._per_key.get(key, (0, 0))
+                size = int(key in self._entries)
+            return {"loads": loads, "hits": hits, "size": size, "maxsize": self.maxsize}
 
 
 def _maxsize_from_env() -> int:
@@ -90,6 +95,9 @@ def _maxsize_from_env() -> int:
 MODELS: KeyedCache[LoadedModel] = KeyedCache(_maxsize_from_env())
 
 
-def cache_info() -> dict[str, int]:
-    """Model cache statistics of this process: loads, hits, size and maxsize."""
-    return MODELS.info()
+def cache_info(config: ExtractorConfig | None = None) -> dict[str, int]:
+    """Model cache statistics of this process: loads, hits, size and maxsize.
+
+    With a config, the counts for that config's model only (size is 1 while it is cached).
+    """
+    return MODELS.info(None if config is None else config.key)

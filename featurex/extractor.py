@@ -103,6 +103,7 @@ class FeatureExtractor:
 
     @property
     def batch_size(self) -> int:
+        """The inference batch size: the config's, or the device's default."""
         return self.config.batch_size or default_batch_size(self.loaded.device)
 
     def extract(self, images: Sequence[object]) -> tuple[Features, Errors]:
@@ -116,8 +117,8 @@ class FeatureExtractor:
         self, batches: Iterable[Sequence[object]]
     ) -> Iterator[tuple[Features, Errors]]:
         """Like `extract`, over a stream of batches, one result per input batch, in order."""
-        loaded = self.loaded
-        batch_size = self.batch_size
+        loaded = self.loaded  # one cache lookup per stream (a Spark task)
+        batch_size = self.config.batch_size or default_batch_size(loaded.device)
         threads = self.config.decode_threads or default_decode_threads(loaded.device)
         # Decode at most this far ahead: bounds memory whatever the input batch size.
         window = batch_size + 2 * threads

@@ -75,21 +75,25 @@ def features_column(
         raise ConfigError(
             f"col must be a column name or a Column of image bytes, got {type(col).__name__}"
         )
+    column: Column = features_udf(config, with_errors)(col)
+    return column
+
+
+def features_udf(config: ExtractorConfig, with_errors: bool = False) -> Any:
+    """The pandas UDF itself. Its function closes over `config` and nothing else."""
     if with_errors:
 
         def features_and_errors(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
             for features, errors in _stream(config, batches):
                 yield pd.DataFrame({"features": features, "error": errors})
 
-        column: Column = pandas_udf(features_and_errors, WITH_ERRORS_TYPE)(col)
-        return column
+        return pandas_udf(features_and_errors, WITH_ERRORS_TYPE)
 
     def features_only(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
         for features, _ in _stream(config, batches):
             yield features
 
-    column = pandas_udf(features_only, FEATURES_TYPE)(col)
-    return column
+    return pandas_udf(features_only, FEATURES_TYPE)
 
 
 def _stream(

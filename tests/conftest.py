@@ -14,8 +14,8 @@ os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 sys.path.insert(0, str(Path(__file__).parent))
-import images  # noqa: E402
-import models_for_tests  # noqa: E402
+import images
+import models_for_tests
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -40,6 +40,7 @@ def spark() -> Iterator[object]:
         SparkSession.builder.master("local[2]")
         .appName("featurex-tests")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.sql.shuffle.partitions", "2")
         .getOrCreate()

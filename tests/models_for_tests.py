@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torchvision
 from PIL import Image
@@ -54,3 +57,18 @@ def tiny_cnn() -> nn.Module:
     """A small picklable factory model: 8 features."""
     return nn.Sequential(nn.Conv2d(3, 8, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                          nn.Flatten())  # fmt: skip
+
+
+def worker_cache_report(
+    config: object,
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """For mapInPandas: this Python worker's pid and its cache statistics for `config`."""
+
+    def report(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import featurex
+
+        for batch in batches:
+            line = json.dumps({"pid": os.getpid(), **featurex.cache_info(config)})
+            yield pd.DataFrame({"report": [line] * len(batch)})
+
+    return report

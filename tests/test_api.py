@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import pickle
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 import featurex as fx
 

@@ -124,5 +124,7 @@ def test_bad_input_gives_a_reason(data: object, reason: str) -> None:
 def test_pixel_limit_is_checked_before_decoding() -> None:
     data = jpeg(300, 200)
     assert decode(data, max_pixels=60_000).size == (300, 200)
-    with pytest.raises(DecodeError, match=r"image too large: 300x200 = 60000 pixels, over max_pixels=59999"):
+    with pytest.raises(
+        DecodeError, match=r"image too large: 300x200 = 60000 pixels, over max_pixels=59999"
+    ):
         decode(data, max_pixels=59_999)

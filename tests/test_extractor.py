@@ -70,9 +70,9 @@ def test_all_failed_and_empty_batches_keep_their_shape() -> None:
 
 def test_bf16_is_close_to_fp32() -> None:
     fp32, _ = fx.FeatureExtractor("resnet18", weights=None, device="cpu").extract(IMAGES)
-    bf16, _ = fx.FeatureExtractor(
-        "resnet18", weights=None, device="cpu", precision="bf16"
-    ).extract(IMAGES)
+    bf16, _ = fx.FeatureExtractor("resnet18", weights=None, device="cpu", precision="bf16").extract(
+        IMAGES
+    )
     assert bf16.dtype == np.float32
     cosine = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
     assert cosine.min() > 0.99

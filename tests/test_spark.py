@@ -1,0 +1,125 @@
+"""The Spark path on real local[2] Spark: same features, same rows, one load per worker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from images import jpeg
+from models_for_tests import assert_close, batch_probe, reference_features, worker_cache_report
+from pyspark import cloudpickle
+from pyspark.sql import DataFrame, SparkSession
+
+import featurex as fx
+from featurex.spark import features_column, features_udf
+
+
+def _files(spark: SparkSession, image_dir: Path) -> DataFrame:
+    return (
+        spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(str(image_dir))
+    )
+
+
+def test_features_from_binaryfile_equal_plain_torchvision(
+    spark: SparkSession, image_dir: Path
+) -> None:
+    df = _files(spark, image_dir).repartition(3)
+    out = df.withColumn("features", fx.image_features("content", model="resnet18", weights=None))
+    assert dict(out.dtypes)["features"] == "array<float>"
+    rows = out.select("path", "content", "features").collect()
+    assert len(rows) == 12
+    features = np.array([r["features"] for r in rows], dtype=np.float32)
+    assert features.shape == (12, 512)
+    assert_close(features, reference_features([bytes(r["content"]) for r in rows], "resnet18"))
+
+
+def test_row_count_and_order_survive_bad_rows_and_tiny_arrow_batches(
+    spark: SparkSession,
+) -> None:
+    good = [jpeg(120, 90, seed=i) for i in range(5)]
+    data = [good[0], None, b"junk", good[1], b"", good[2], good[3], b"\x89PNG\r\n\x1a\n", good[4]]
+    pdf = pd.DataFrame({"id": range(len(data)), "content": data})
+    df = spark.createDataFrame(pdf, "id long, content binary").coalesce(1)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "2")
+    try:
+        col = fx.image_features("content", model="resnet18", weights=None, batch_size=3,
+                                with_errors=True)  # fmt: skip
+        rows = df.select("id", col.alias("r")).select("id", "r.features", "r.error").collect()
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    assert [r["id"] for r in rows] == list(range(len(data)))
+    failed = [r["id"] for r in rows if r["features"] is None]
+    assert failed == [1, 2, 4, 7]
+    assert all(rows[i]["error"] for i in failed)
+    assert rows[1]["error"] == "null input" and "not an image" in rows[2]["error"]
+    assert all(r["error"] is None for r in rows if r["features"] is not None)
+    ok = np.array([rows[i]["features"] for i in (0, 3, 5, 6, 8)], dtype=np.float32)
+    assert_close(ok, reference_features(good, "resnet18"))
+
+
+@pytest.mark.parametrize(("arrow_batch", "batch_size"), [(3, 5), (100, 4), (1, 1)])
+def test_batch_size_is_honoured_whatever_the_arrow_batch(
+    spark: SparkSession, arrow_batch: int, batch_size: int
+) -> None:
+    data = [jpeg(64, 64, seed=i) for i in range(23)]
+    df = spark.createDataFrame(pd.DataFrame({"content": data}), "content binary").coalesce(1)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_batch))
+    try:
+        col = fx.image_features("content", model=batch_probe, weights=None, batch_size=batch_size)
+        sizes = [r[0][0] for r in df.select(col).collect()]
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    # Every inference batch is full but the last one of the partition.
+    full, rest = divmod(len(data), batch_size)
+    assert sizes == [float(batch_size)] * (full * batch_size) + [float(rest)] * rest
+
+
+def test_one_model_load_per_worker_across_two_jobs(spark: SparkSession, image_dir: Path) -> None:
+    df = _files(spark, image_dir).repartition(6)
+    config = fx.ExtractorConfig(model="resnet18", weights=None, seed=123, batch_size=2)
+    col = features_column("content", config)
+    for _ in range(2):  # two jobs, 6 tasks each, on at most 2 reused Python workers
+        rows = df.withColumn("f", col).select("f").collect()
+        assert len(rows) == 12 and all(len(r["f"]) == 512 for r in rows)
+    reports = [
+        json.loads(r["report"])
+        for r in spark.range(0, 16, numPartitions=8)
+        .mapInPandas(worker_cache_report(config), "report string")
+        .distinct()
+        .collect()
+    ]
+    by_pid = {r["pid"]: r for r in reports}
+    assert by_pid, "no worker reported"
+    # Each worker process loaded this model at most once, and reused it many times.
+    assert all(r["loads"] <= 1 for r in by_pid.values()), by_pid
+    assert sum(r["loads"] for r in by_pid.values()) >= 1
+    assert sum(r["hits"] for r in by_pid.values()) >= 6, by_pid
+
+
+@pytest.mark.parametrize("with_errors", [False, True])
+def test_udf_closure_ships_no_session(spark: SparkSession, with_errors: bool) -> None:
+    # What Spark pickles for the workers is the UDF's function: the config, nothing else.
+    config = fx.ExtractorConfig(model="resnet18", weights=None)
+    udf = features_udf(config, with_errors)
+    payload = cloudpickle.dumps(udf.func)
+    assert len(payload) < 20_000
+    for forbidden in (b"SparkSession", b"SparkContext", b"JavaObject", b"py4j", b"Tensor"):
+        assert forbidden not in payload
+    assert cloudpickle.loads(payload).__closure__[0].cell_contents == config
+
+
+def test_a_string_column_fails_with_a_clear_message(spark: SparkSession) -> None:
+    df = spark.createDataFrame([("/data/cat.jpg",)], "path string")
+    col = fx.image_features("path", model="resnet18", weights=None)
+    with pytest.raises(Exception, match="expects a binary column of encoded image bytes"):
+        df.select(col).collect()
+
+
+def test_on_error_raise_fails_the_task_with_the_reason(spark: SparkSession) -> None:
+    df = spark.createDataFrame(pd.DataFrame({"content": [jpeg(), b"garbage"]}), "content binary")
+    col = fx.image_features("content", model="resnet18", weights=None, on_error="raise")
+    with pytest.raises(Exception, match=r"cannot featurize input row \d: not an image"):
+        df.coalesce(1).select(col).collect()
