@@ -135,3 +135,27 @@ def test_a_failed_build_is_not_cached() -> None:
         cache.get("k", fail)
     assert cache.get("k", lambda: "ok") == "ok"
     assert cache.info()["loads"] == 1
+
+
+def test_images_over_the_pixel_limit_get_a_reason() -> None:
+    extractor = fx.FeatureExtractor("resnet18", weights=None, device="cpu", max_pixels=50_000)
+    features, errors = extractor.extract([jpeg(200, 250), jpeg(300, 200)])
+    assert errors == [None, "image too large: 300x200 = 60000 pixels, over max_pixels=50000"]
+    assert np.isfinite(features[0]).all() and np.isnan(features[1]).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_cuda_matches_cpu(precision: str) -> None:
+    cpu, _ = fx.FeatureExtractor("resnet18", weights=None, device="cpu").extract(IMAGES)
+    gpu, errors = fx.FeatureExtractor(
+        "resnet18",
+        weights=None,
+        device="cuda",
+        precision=precision,  # type: ignore[arg-type]
+    ).extract(IMAGES)
+    assert errors == [None] * len(IMAGES)
+    if precision == "fp32":
+        assert_close(gpu, cpu, rtol=1e-3)  # TF32 and cuDNN kernels differ from the CPU's
+    cosine = (cpu * gpu).sum(1) / np.linalg.norm(cpu, axis=1) / np.linalg.norm(gpu, axis=1)
+    assert cosine.min() > 0.99
