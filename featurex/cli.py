@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
 from .config import PRECISIONS, ExtractorConfig
-from .errors import ConfigError, WeightsUnavailableError
+from .errors import ConfigError, WeightsUnavailableError, first_line
 
 if TYPE_CHECKING:
     from pyspark import SparkContext
@@ -138,8 +138,7 @@ def _run_job(spark: SparkSession, args: argparse.Namespace, config: ExtractorCon
         out.write.mode("overwrite" if args.overwrite else "errorifexists").parquet(args.output)
     except Exception as exc:
         progress.stop()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return _fail(EXIT_FAILED, f"the job failed: {first}")
+        return _fail(EXIT_FAILED, f"the job failed: {first_line(exc)}")
     progress.stop()
     elapsed = time.perf_counter() - started
 

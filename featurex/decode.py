@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .config import Transform
+from .errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +92,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _reason(exc: BaseException) -> str:
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     name = type(exc).__name__
     if name == "UnidentifiedImageError":
         return "not an image: cannot identify the format"
-    return f"{name}: {message}"[:300] if message else name
+    message = first_line(exc)
+    return name if message == name else f"{name}: {message}"[:300]
 
 
 def _allow_pixels(max_pixels: int) -> None:

@@ -21,3 +21,9 @@ class CheckpointError(FeatureXError, ValueError):
 
 class ImageError(FeatureXError, ValueError):
     """An image that cannot be decoded; raised only with ``on_error="raise"``."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -7,10 +7,12 @@ feature size and how to run it (device, autocast dtype, memory format).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any, cast
@@ -20,9 +22,10 @@ import torch
 from torch import nn
 
 from .config import ExtractorConfig, Transform
-from .errors import CheckpointError, WeightsUnavailableError
+from .errors import CheckpointError, WeightsUnavailableError, first_line
 
 log = logging.getLogger(__name__)
+_SEED_LOCK = threading.Lock()
 
 # Resize(256) -> CenterCrop(224) -> ToTensor -> Normalize(ImageNet), for weights that do not
 # bring their own preprocessing (a checkpoint path, random init, a factory).
@@ -82,9 +85,8 @@ def ensure_weights(model: str, weights: Any) -> None:
             weights.url, path, hash_prefix=digest.group(1) if digest else None, progress=False
         )
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsUnavailableError(
-            f"cannot download {weights} for {model} from {weights.url} ({reason}). "
+            f"cannot download {weights} for {model} from {weights.url} ({first_line(exc)}). "
             f"Offline? Pass weights='/path/to/checkpoint.pth' (a local state_dict; "
             f"CLI: --weights PATH) or weights=None for random init (CLI: --weights none)"
         ) from exc
@@ -151,6 +153,17 @@ def _strip_classifier(module: nn.Module) -> tuple[str, int]:
     return name, layer.in_features
 
 
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch's global RNG for one model build, then restore the caller's RNG state.
+
+    Locked: two threads building models at once would otherwise interleave their draws.
+    """
+    with _SEED_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def _build_torchvision(config: ExtractorConfig) -> tuple[nn.Module, Transform, int]:
     import torchvision.models
 
@@ -165,8 +178,7 @@ def _build_torchvision(config: ExtractorConfig) -> tuple[nn.Module, Transform, i
         transform: Transform = enum.transforms()
         _, dim = _strip_classifier(module)
         return module, config.transform or transform, dim
-    with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
-        torch.manual_seed(config.seed)
+    with _seeded(config.seed):
         module = builder(weights=None)
     head, dim = _strip_classifier(module)
     if config.checkpoint is not None:
@@ -176,8 +188,7 @@ def _build_torchvision(config: ExtractorConfig) -> tuple[nn.Module, Transform, i
 
 def _build_factory(config: ExtractorConfig) -> tuple[nn.Module, Transform, int | None]:
     assert callable(config.model)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+    with _seeded(config.seed):
         module = config.model()
     if not isinstance(module, nn.Module):
         raise TypeError(f"model factory returned {type(module).__name__}, expected nn.Module")
@@ -196,9 +207,8 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"cannot read checkpoint {path!r} as a state_dict ({first}). featurex loads "
+            f"cannot read checkpoint {path!r} as a state_dict ({first_line(exc)}). featurex loads "
             f"tensors only (torch.save(model.state_dict(), path) or .safetensors), never "
             f"pickled objects"
         ) from exc
