@@ -47,12 +47,8 @@ class KeyedCache(Generic[T]):
             with self._lock:
                 if key in self._entries:  # another thread built it while we waited
                     return self._hit(key)
-            try:
-                value = build()
-            except BaseException:
-                with self._lock:
-                    self._building.pop(key, None)
-                raise
+            # On failure the key lock stays: threads waiting on it retry the build in turn.
+            value = build()
             with self._lock:  # publish and release the key in one step: no second build
                 self.loads += 1
                 self._per_key.setdefault(key, [0, 0])[0] += 1

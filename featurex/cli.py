@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import threading
 import time
@@ -138,7 +139,7 @@ def _run_job(spark: SparkSession, args: argparse.Namespace, config: ExtractorCon
         out.write.mode("overwrite" if args.overwrite else "errorifexists").parquet(args.output)
     except Exception as exc:
         progress.stop()
-        return _fail(EXIT_FAILED, f"the job failed: {first_line(exc)}")
+        return _fail(EXIT_FAILED, f"the job failed: {_root_cause(exc)}")
     progress.stop()
     elapsed = time.perf_counter() - started
 
@@ -151,6 +152,12 @@ def _run_job(spark: SparkSession, args: argparse.Namespace, config: ExtractorCon
         f"({elapsed:.1f} s, {args.model}, {config.precision}) -> {os.path.abspath(args.output)}"
     )
     return EXIT_OK
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The worker's own error line from a Spark failure, not Spark's wrapper around it."""
+    lines = re.findall(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception): .+)$", str(exc), re.M)
+    return lines[-1] if lines else first_line(exc)
 
 
 class _Progress:

@@ -8,9 +8,9 @@ in their process cache, so two equal configs share one loaded model.
 from __future__ import annotations
 
 import difflib
+import enum
 import hashlib
 import os
-import pickle
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,26 +55,34 @@ def weight_names(model: str) -> tuple[str, ...]:
     return ("DEFAULT", *(n for n in members if n != "DEFAULT"))
 
 
+def weights_enum_name(model: str) -> str:
+    """The name of a model's torchvision weights enum, e.g. "ResNet50_Weights"."""
+    import torchvision.models
+
+    return str(torchvision.models.get_model_weights(model).__name__)
+
+
 def _fingerprint(obj: object) -> str:
     """A stable identity for a user callable, computed on the driver.
 
     Functions defined in a notebook are shipped by value and come back as new objects in
-    every task, so identity cannot key the worker cache; their pickled bytes can.
+    every task, so identity cannot key the worker cache. cloudpickle serializes such a
+    function by value (its code, defaults and closure), so redefining it changes the key.
     """
     if obj is None or isinstance(obj, str):
         return repr(obj)
+    import cloudpickle
+
     try:
-        payload = pickle.dumps(obj)
-    except Exception:
-        try:
-            import cloudpickle  # type: ignore[import-not-found]
-        except ImportError:
-            from pyspark import cloudpickle  # the copy pyspark ships and uses to pickle UDFs
-        try:
-            payload = cloudpickle.dumps(obj)
-        except Exception:  # not picklable: can only be used in this process
-            return f"id:{id(obj)}"
-    return hashlib.sha256(payload).hexdigest()
+        return hashlib.sha256(cloudpickle.dumps(obj)).hexdigest()
+    except Exception:  # not picklable: usable in this process only, never shipped
+        return f"id:{id(obj)}"
+
+
+def _file_version(path: str) -> str:
+    """Path, size and mtime: a checkpoint rewritten in place gets a new cache key."""
+    stat = os.stat(path)
+    return f"{path}@{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _choices(valid: tuple[str, ...] | list[str]) -> str:
@@ -127,7 +135,7 @@ class ExtractorConfig:
         # limits and the error policy are applied per call.
         parts = (
             _fingerprint(self.model),
-            repr(self.weights),
+            _file_version(self.checkpoint) if self.checkpoint else repr(self.weights),
             str(self.seed),
             _fingerprint(self.transform),
             self.device,
@@ -136,7 +144,9 @@ class ExtractorConfig:
         object.__setattr__(self, "key", "|".join(parts))
 
     def _check_model_and_weights(self) -> None:
-        weights = self.weights
+        weights: object = self.weights
+        if isinstance(weights, enum.Enum):  # a torchvision WeightsEnum member
+            weights = f"{type(weights).__name__}.{weights.name}"
         if isinstance(weights, str) and weights.lower() == "none":
             weights = None  # the CLI and string-only APIs spell None this way
         if weights is not None and not isinstance(weights, str | os.PathLike):
@@ -180,8 +190,9 @@ class ExtractorConfig:
             )
         if isinstance(weights, str) and not _looks_like_path(weights):
             names = weight_names(self.model)
-            short = weights.rsplit(".", 1)[-1]  # accept "ResNet50_Weights.IMAGENET1K_V2"
-            if short not in names:
+            # Accept "ResNet50_Weights.IMAGENET1K_V2", but only with this model's enum.
+            prefix, _, short = weights.rpartition(".")
+            if short not in names or prefix not in ("", weights_enum_name(self.model)):
                 raise ConfigError(
                     f"unknown weights {weights!r} for {self.model}: expected one of "
                     f"{_choices(names)}, a checkpoint path ({', '.join(CHECKPOINT_SUFFIXES)}), "

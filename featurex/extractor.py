@@ -94,12 +94,7 @@ class FeatureExtractor:
     @property
     def dim(self) -> int:
         """Feature size D."""
-        loaded = self.loaded
-        if loaded.dim is not None:
-            return loaded.dim
-        # A factory's output size is known only after a forward pass.
-        crop = torch.zeros(1, 3, 224, 224)
-        return int(self._forward(loaded, crop).shape[1])
+        return self.loaded.dim
 
     @property
     def batch_size(self) -> int:
@@ -163,8 +158,7 @@ class FeatureExtractor:
                         pending.errors[i] = reason
                         pending.resolved += 1
                     else:
-                        assert isinstance(tensor, torch.Tensor)
-                        chunk.append((pending, i, tensor))
+                        chunk.append((pending, i, _model_input(tensor, chunk)))
                         if len(chunk) == batch_size:
                             self._run_chunk(loaded, chunk)
                     yield from finished()
@@ -202,10 +196,9 @@ class FeatureExtractor:
             raise TypeError(f"the model returned {type(out).__name__}, expected a Tensor")
         features = out.reshape(n, -1).float().cpu().numpy()
         # Check every batch before it leaves: one row per input, one width, float32.
-        expected = loaded.dim if loaded.dim is not None else features.shape[1]
-        if features.shape != (n, expected):
+        if features.shape != (n, loaded.dim):
             raise RuntimeError(
-                f"model output has shape {tuple(features.shape)}, expected ({n}, {expected})"
+                f"model output has shape {tuple(features.shape)}, expected ({n}, {loaded.dim})"
             )
         return features
 
@@ -213,5 +206,17 @@ class FeatureExtractor:
         if pending.features is not None:
             return pending.features
         # No row of this batch succeeded: NaN rows of the right width.
-        width = loaded.dim if loaded.dim is not None else 0
-        return np.full((pending.size, width), np.nan, np.float32)
+        return np.full((pending.size, loaded.dim), np.nan, np.float32)
+
+
+def _model_input(tensor: object, chunk: list[tuple[_Pending, int, torch.Tensor]]) -> torch.Tensor:
+    """A transform bug is a configuration error, not a bad image: say so clearly."""
+    if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3:
+        got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise TypeError(f"transform must return a CHW image tensor, got {got}")
+    if chunk and chunk[0][2].shape != tensor.shape:
+        raise ValueError(
+            f"transform returned tensors of different shapes, {tuple(chunk[0][2].shape)} and "
+            f"{tuple(tensor.shape)}: it must crop or resize to a fixed size"
+        )
+    return tensor

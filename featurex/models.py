@@ -42,7 +42,7 @@ class LoadedModel:
 
     module: nn.Module
     transform: Transform
-    dim: int | None  # None when a factory's output size is only known after a forward
+    dim: int
     device: torch.device
     autocast_dtype: torch.dtype | None
 
@@ -77,10 +77,10 @@ def ensure_weights(model: str, weights: Any) -> None:
     path = weights_file(weights)
     if os.path.isfile(path):
         return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     digest = re.search(r"-([a-f0-9]+)\.", os.path.basename(path))  # torch.hub's convention
     log.info("downloading %s to %s", weights.url, path)
     try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         torch.hub.download_url_to_file(
             weights.url, path, hash_prefix=digest.group(1) if digest else None, progress=False
         )
@@ -186,7 +186,7 @@ def _build_torchvision(config: ExtractorConfig) -> tuple[nn.Module, Transform, i
     return module, config.transform or default_transform(), dim
 
 
-def _build_factory(config: ExtractorConfig) -> tuple[nn.Module, Transform, int | None]:
+def _build_factory(config: ExtractorConfig) -> tuple[nn.Module, Transform, int]:
     assert callable(config.model)
     with _seeded(config.seed):
         module = config.model()
@@ -194,7 +194,20 @@ def _build_factory(config: ExtractorConfig) -> tuple[nn.Module, Transform, int |
         raise TypeError(f"model factory returned {type(module).__name__}, expected nn.Module")
     if config.checkpoint is not None:
         load_checkpoint_into(module, config.checkpoint)
-    return module, config.transform or default_transform(), None
+    transform = config.transform or default_transform()
+    return module, transform, _probe_dim(module.eval(), transform)
+
+
+def _probe_dim(module: nn.Module, transform: Transform) -> int:
+    """A factory's feature size: one forward pass on a blank image, at load time."""
+    from PIL import Image
+
+    sample = transform(Image.new("RGB", (256, 256)))
+    with torch.inference_mode():
+        out = module(sample.unsqueeze(0))
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the model factory's module returned {type(out).__name__}, not a Tensor")
+    return int(out[0].numel())
 
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:

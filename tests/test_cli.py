@@ -117,6 +117,18 @@ def test_no_internet_exits_3_naming_the_alternatives(tmp_path: Path) -> None:
     assert "--weights PATH" in lines[0] and "--weights none" in lines[0]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the job must fail for want of CUDA")
+def test_a_failing_job_exits_1_with_the_workers_reason(image_dir: Path, tmp_path: Path) -> None:
+    result = _run("extract", str(image_dir / "img01.png"), "--output", str(tmp_path / "o"),
+                  "--model", "resnet18", "--weights", "none", "--device", "cuda", "-q")  # fmt: skip
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (
+        "featurex: error: the job failed: "
+        "RuntimeError: device='cuda' but CUDA is not available in this process"
+    )
+
+
 def test_version_and_module_entry_point() -> None:
     import featurex
 

@@ -55,6 +55,38 @@ def test_weights_names_are_normalised() -> None:
     assert ExtractorConfig(model="resnet18", weights="IMAGENET1K_V1").weights == "IMAGENET1K_V1"
 
 
+def test_weights_enum_members_and_foreign_enums() -> None:
+    import torchvision
+
+    member = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
+    assert ExtractorConfig(model="resnet50", weights=member).weights == "IMAGENET1K_V1"  # type: ignore[arg-type]
+    with pytest.raises(
+        ConfigError, match=r"unknown weights 'ResNet18_Weights\.IMAGENET1K_V1' for resnet50"
+    ):
+        ExtractorConfig(model="resnet50", weights="ResNet18_Weights.IMAGENET1K_V1")
+
+
+def test_redefined_factory_gets_a_new_key() -> None:
+    # A notebook cell run twice with a changed body must not reuse the old model.
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    exec("import torch\ndef make():\n    return torch.nn.Linear(3, 4)", namespace)
+    first = ExtractorConfig(model=namespace["make"], weights=None).key  # type: ignore[arg-type]
+    exec("import torch\ndef make():\n    return torch.nn.Conv2d(3, 4, 1)", namespace)
+    second = ExtractorConfig(model=namespace["make"], weights=None).key  # type: ignore[arg-type]
+    assert first != second
+
+
+def test_rewritten_checkpoint_gets_a_new_key(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "m.pth"
+    path.write_bytes(b"one")
+    first = ExtractorConfig(model="resnet18", weights=str(path)).key
+    path.write_bytes(b"second version")
+    os.utime(path, ns=(1, 1))
+    assert ExtractorConfig(model="resnet18", weights=str(path)).key != first
+
+
 def test_checkpoint_path_becomes_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "m.pth").write_bytes(b"")
     monkeypatch.chdir(tmp_path)

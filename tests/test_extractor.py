@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 from images import jpeg
-from models_for_tests import assert_close, batch_probe, reference_features
+from models_for_tests import assert_close, batch_probe, reference_features, tiny_cnn
 
 import featurex as fx
 from featurex._cache import KeyedCache
@@ -16,9 +16,11 @@ from featurex.errors import ImageError
 IMAGES = [jpeg(160 + 40 * i, 300 - 30 * i, seed=i) for i in range(6)]
 
 
-@pytest.mark.parametrize("batch_size", [1, 4, 32])
-def test_features_equal_plain_torchvision(batch_size: int) -> None:
-    extractor = fx.FeatureExtractor("resnet18", weights=None, batch_size=batch_size, device="cpu")
+@pytest.mark.parametrize(("batch_size", "threads"), [(1, 1), (4, 1), (32, 1), (3, 4)])
+def test_features_equal_plain_torchvision(batch_size: int, threads: int) -> None:
+    extractor = fx.FeatureExtractor(
+        "resnet18", weights=None, batch_size=batch_size, device="cpu", decode_threads=threads
+    )
     features, errors = extractor.extract(IMAGES)
     assert errors == [None] * len(IMAGES)
     assert_close(features, reference_features(IMAGES, "resnet18"))
@@ -41,9 +43,12 @@ def test_on_error_raise_names_the_row_and_reason() -> None:
         extractor.extract([IMAGES[0], b"garbage"])
 
 
-def test_batches_are_rechunked_to_batch_size_across_inputs() -> None:
+@pytest.mark.parametrize("threads", [1, 4])
+def test_batches_are_rechunked_to_batch_size_across_inputs(threads: int) -> None:
     # The probe outputs the size of the batch each row ran in.
-    extractor = fx.FeatureExtractor(batch_probe, weights=None, batch_size=4, device="cpu")
+    extractor = fx.FeatureExtractor(
+        batch_probe, weights=None, batch_size=4, device="cpu", decode_threads=threads
+    )
     inputs = [[IMAGES[0]] * 3, [], [IMAGES[1]], [IMAGES[2], None, IMAGES[3]], [IMAGES[4]] * 6]
     results = list(extractor.extract_batches(inputs))
     assert [len(errors) for _, errors in results] == [3, 0, 1, 3, 6]
@@ -58,6 +63,27 @@ def test_a_single_row_works() -> None:
     extractor = fx.FeatureExtractor(batch_probe, weights=None, batch_size=8, device="cpu")
     features, errors = extractor.extract([IMAGES[0]])
     assert features.tolist() == [[1.0]] and errors == [None]
+
+
+def test_a_factory_with_every_row_failed_keeps_its_width() -> None:
+    extractor = fx.FeatureExtractor(tiny_cnn, weights=None, device="cpu", batch_size=2)
+    results = list(extractor.extract_batches([[None], [IMAGES[0]], [b"x", b"y"]]))
+    assert [f.shape for f, _ in results] == [(1, 8), (1, 8), (2, 8)]
+
+
+def test_a_transform_that_does_not_crop_fails_clearly() -> None:
+    from torchvision.transforms import functional as TF
+
+    extractor = fx.FeatureExtractor(
+        "resnet18", weights=None, device="cpu", transform=TF.pil_to_tensor
+    )
+    with pytest.raises(ValueError, match="transform returned tensors of different shapes"):
+        extractor.extract([jpeg(100, 80), jpeg(90, 70)])
+    not_a_tensor = fx.FeatureExtractor(
+        "resnet18", weights=None, device="cpu", transform=lambda image: image
+    )
+    with pytest.raises(TypeError, match="transform must return a CHW image tensor, got Image"):
+        not_a_tensor.extract([jpeg(100, 80)])
 
 
 def test_all_failed_and_empty_batches_keep_their_shape() -> None:
