@@ -64,12 +64,6 @@ class KeyedCache(Generic[T]):
         self._entries.move_to_end(key)
         return self._entries[key]
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._per_key.clear()
-            self.loads = self.hits = 0
-
     def info(self, key: str | None = None) -> dict[str, int]:
         with self._lock:
             if key is None:

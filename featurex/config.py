@@ -47,19 +47,11 @@ def supported_models() -> tuple[str, ...]:
     return tuple(n for n in names if n not in _NO_LINEAR_HEAD)
 
 
-def weight_names(model: str) -> tuple[str, ...]:
-    """The torchvision weight names a model accepts, "DEFAULT" first."""
+def weights_enum(model: str) -> Any:
+    """A model's torchvision weights enum, e.g. ResNet50_Weights."""
     import torchvision.models
 
-    members = torchvision.models.get_model_weights(model).__members__
-    return ("DEFAULT", *(n for n in members if n != "DEFAULT"))
-
-
-def weights_enum_name(model: str) -> str:
-    """The name of a model's torchvision weights enum, e.g. "ResNet50_Weights"."""
-    import torchvision.models
-
-    return str(torchvision.models.get_model_weights(model).__name__)
+    return torchvision.models.get_model_weights(model)
 
 
 def _fingerprint(obj: object) -> str:
@@ -189,10 +181,11 @@ class ExtractorConfig:
                 f"(all {len(valid)}: featurex.config.supported_models()), or a factory"
             )
         if isinstance(weights, str) and not _looks_like_path(weights):
-            names = weight_names(self.model)
+            enum_type = weights_enum(self.model)
+            names = ("DEFAULT", *(n for n in enum_type.__members__ if n != "DEFAULT"))
             # Accept "ResNet50_Weights.IMAGENET1K_V2", but only with this model's enum.
             prefix, _, short = weights.rpartition(".")
-            if short not in names or prefix not in ("", weights_enum_name(self.model)):
+            if short not in names or prefix not in ("", enum_type.__name__):
                 raise ConfigError(
                     f"unknown weights {weights!r} for {self.model}: expected one of "
                     f"{_choices(names)}, a checkpoint path ({', '.join(CHECKPOINT_SUFFIXES)}), "

@@ -99,7 +99,10 @@ class FeatureExtractor:
     @property
     def batch_size(self) -> int:
         """The inference batch size: the config's, or the device's default."""
-        return self.config.batch_size or default_batch_size(self.loaded.device)
+        return self._batch_size(self.loaded)
+
+    def _batch_size(self, loaded: LoadedModel) -> int:
+        return self.config.batch_size or default_batch_size(loaded.device)
 
     def extract(self, images: Sequence[object]) -> tuple[Features, Errors]:
         """Features for a list of image bytes (or None): ((n, D) float32, reasons).
@@ -113,7 +116,7 @@ class FeatureExtractor:
     ) -> Iterator[tuple[Features, Errors]]:
         """Like `extract`, over a stream of batches, one result per input batch, in order."""
         loaded = self.loaded  # one cache lookup per stream (a Spark task)
-        batch_size = self.config.batch_size or default_batch_size(loaded.device)
+        batch_size = self._batch_size(loaded)
         threads = self.config.decode_threads or default_decode_threads(loaded.device)
         # Decode at most this far ahead: bounds memory whatever the input batch size.
         window = batch_size + 2 * threads
