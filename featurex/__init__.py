@@ -9,6 +9,7 @@ from .compat import ImageVectorizer
 from .config import ExtractorConfig
 from .errors import FeatureXError
 from .extractor import FeatureExtractor
+from .ml import ImageFeaturizer
 from .spark import image_features
 
 __version__ = "0.1.0"
@@ -17,6 +18,7 @@ __all__ = [
     "ExtractorConfig",
     "FeatureExtractor",
     "FeatureXError",
+    "ImageFeaturizer",
     "ImageVectorizer",
     "__version__",
     "cache_info",

@@ -8,12 +8,12 @@ import featurex as fx
 
 def test_public_names_are_exactly_the_sorted_all() -> None:
     public = {n for n in dir(fx) if not n.startswith("_")} - {
-        "cli", "compat", "config", "decode", "errors", "extractor", "models", "spark",
+        "cli", "compat", "config", "decode", "errors", "extractor", "ml", "models", "spark",
     }  # fmt: skip
     assert sorted(fx.__all__) == fx.__all__
     assert set(fx.__all__) - {"__version__"} == public
     assert fx.__all__ == [
-        "ExtractorConfig", "FeatureExtractor", "FeatureXError", "ImageVectorizer",
+        "ExtractorConfig", "FeatureExtractor", "FeatureXError", "ImageFeaturizer", "ImageVectorizer",
         "__version__", "cache_info", "image_features",
     ]  # fmt: skip
 

@@ -1,0 +1,159 @@
+"""`ImageFeaturizer` in ML Pipelines on real local Spark: it learns, saves, loads, validates."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from images import encode
+from models_for_tests import assert_close, reference_features
+from PIL import Image
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.classification import LogisticRegression
+from pyspark.ml.linalg import DenseVector
+from pyspark.sql import DataFrame, SparkSession
+
+import featurex as fx
+from featurex.errors import ConfigError
+
+
+def _texture(label: int, rng: np.random.Generator, size: int = 96) -> bytes:
+    """Class 0: warm horizontal stripes. Class 1: cool checkerboard. Random hue, scale, noise."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    period = rng.uniform(6, 16)
+    phase = rng.uniform(0, period)
+    if label == 0:
+        pattern = np.sin(2 * np.pi * (y + phase) / period) > 0
+        light, dark = (
+            rng.uniform([200, 90, 20], [255, 160, 80]),
+            rng.uniform([90, 20, 0], [150, 60, 30]),
+        )
+    else:
+        pattern = ((x + phase) // period + (y + phase) // period) % 2 == 0
+        light, dark = (
+            rng.uniform([20, 120, 180], [80, 200, 255]),
+            rng.uniform([0, 30, 60], [30, 80, 120]),
+        )
+    pixels = np.where(pattern[..., None], light, dark) + rng.normal(0, 12, (size, size, 3))
+    return encode(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB"), "PNG")
+
+
+def _dataset(spark: SparkSession, n_per_class: int, seed: int) -> DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = [(i, _texture(i % 2, rng), float(i % 2)) for i in range(2 * n_per_class)]
+    return spark.createDataFrame(rows, "id long, image binary, label double").coalesce(2)
+
+
+def _featurizer(**params: object) -> fx.ImageFeaturizer:
+    base: dict[str, object] = {
+        "inputCol": "image", "model": "resnet18", "weights": "none", "batchSize": 8,
+    }  # fmt: skip
+    return fx.ImageFeaturizer(**{**base, **params})  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_pipeline_learns_two_textures_and_survives_save_and_load(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    train, test = _dataset(spark, 12, seed=1), _dataset(spark, 8, seed=2)
+    pipeline = Pipeline(stages=[
+        _featurizer(outputType="vector"),
+        LogisticRegression(featuresCol="features", labelCol="label", maxIter=10, regParam=0.01),
+    ])  # fmt: skip
+    fitted = pipeline.fit(train)
+
+    predicted = fitted.transform(test).select("id", "label", "prediction", "probability")
+    rows = predicted.orderBy("id").collect()
+    accuracy = np.mean([r["prediction"] == r["label"] for r in rows])
+    assert len(rows) == 16 and accuracy >= 0.9, f"held-out accuracy {accuracy:.2f}"
+
+    fitted.write().save(str(tmp_path / "model"))
+    loaded = PipelineModel.load(str(tmp_path / "model"))
+    stage = loaded.stages[0]
+    assert isinstance(stage, fx.ImageFeaturizer) and stage.uid == fitted.stages[0].uid
+    assert stage.extractor_config() == fitted.stages[0].extractor_config()
+    again = loaded.transform(test).select("id", "prediction", "probability").orderBy("id").collect()
+    assert [r["prediction"] for r in again] == [r["prediction"] for r in rows]
+    assert np.array_equal([r["probability"] for r in again], [r["probability"] for r in rows])
+
+
+def test_array_and_vector_outputs_hold_the_reference_features(spark: SparkSession) -> None:
+    df = _dataset(spark, 2, seed=3)
+    arrays = _featurizer(outputCol="a").transform(df)
+    both = _featurizer(outputCol="v", outputType="vector").transform(arrays)
+    assert dict(both.dtypes)["a"] == "array<float>" and dict(both.dtypes)["v"] == "vector"
+    rows = both.orderBy("id").collect()
+    assert all(isinstance(r["v"], DenseVector) for r in rows)
+    a = np.array([r["a"] for r in rows], dtype=np.float32)
+    v = np.array([r["v"].toArray() for r in rows])
+    assert v.dtype == np.float64 and np.array_equal(v, a.astype(np.float64))
+    assert_close(a, reference_features([bytes(r["image"]) for r in rows], "resnet18"))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"model": "resnet5O"}, "unknown model 'resnet5O': did you mean 'resnet50'"),
+        ({"outputType": "matrix"}, "unknown outputType 'matrix': expected 'array' or 'vector'"),
+        ({"inputType": "url"}, "unknown inputType 'url'"),
+        ({"precision": "fp8"}, "unknown precision 'fp8'"),
+        ({"onError": "skip"}, "unknown on_error 'skip'"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"batchSize": 0}, "batch_size must be a positive int"),
+        ({"weights": "/missing/r18.pth"}, "checkpoint file not found: '/missing/r18.pth'"),
+        ({"weights": "IMAGENET9K"}, "unknown weights 'IMAGENET9K' for resnet18"),
+    ],
+)
+def test_a_bad_param_fails_at_construction_naming_the_value(
+    params: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        _featurizer(**params)
+
+
+@pytest.fixture
+def job_group(spark: SparkSession) -> Iterator[str]:
+    group = f"featurex-{uuid.uuid4().hex}"
+    spark.sparkContext.setJobGroup(group, "test_ml")
+    yield group
+    spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+
+
+def test_a_bad_param_set_later_fails_before_any_job(spark: SparkSession, job_group: str) -> None:
+    tracker = spark.sparkContext.statusTracker()
+    train = _dataset(spark, 2, seed=4)
+    featurizer = _featurizer(outputType="vector")
+    pipeline = Pipeline(stages=[featurizer, LogisticRegression(maxIter=1)])
+    featurizer.setPrecision("fp8")  # setters follow pyspark.ml: checked when used
+    with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
+        pipeline.fit(train)
+    featurizer.setPrecision("fp32").setOutputType("Vector")
+    with pytest.raises(ConfigError, match="unknown outputType 'Vector'"):
+        featurizer.transform(train)
+    assert tracker.getJobIdsForGroup(job_group) == []
+    # The same check sees the jobs of a good transform: it can fail.
+    featurizer.setOutputType("vector").transform(train).count()
+    assert len(tracker.getJobIdsForGroup(job_group)) > 0
+
+
+def test_holds_only_params_pickles_small_and_round_trips(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    featurizer = _featurizer(outputType="vector", weights=None, batchSize=None, device="cpu")
+    assert featurizer.getWeights() == "none" and featurizer.getBatchSize() is None
+    payload = pickle.dumps(featurizer)
+    assert len(payload) < 2000 and b"SparkSession" not in payload
+    assert pickle.loads(payload).extractParamMap() == featurizer.extractParamMap()
+
+    featurizer.write().save(str(tmp_path / "stage"))
+    loaded = fx.ImageFeaturizer.load(str(tmp_path / "stage"))
+    assert loaded.uid == featurizer.uid
+    assert {p.name: v for p, v in loaded.extractParamMap().items()} == {
+        p.name: v for p, v in featurizer.extractParamMap().items()
+    }
+    assert loaded.extractor_config() == featurizer.extractor_config()
