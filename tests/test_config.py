@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from models_for_tests import tiny_cnn
 
 import featurex as fx
 from featurex.config import ExtractorConfig
@@ -80,17 +81,17 @@ def test_rewritten_checkpoint_gets_a_new_key(tmp_path: Path) -> None:
     import os
 
     path = tmp_path / "m.pth"
-    path.write_bytes(b"one")
-    first = ExtractorConfig(model="resnet18", weights=str(path)).key
-    path.write_bytes(b"second version")
+    torch.save(tiny_cnn().state_dict(), path)
+    first = ExtractorConfig(model=tiny_cnn, weights=str(path)).key
+    torch.save(tiny_cnn().state_dict(), path)
     os.utime(path, ns=(1, 1))
-    assert ExtractorConfig(model="resnet18", weights=str(path)).key != first
+    assert ExtractorConfig(model=tiny_cnn, weights=str(path)).key != first
 
 
 def test_checkpoint_path_becomes_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "m.pth").write_bytes(b"")
+    torch.save(tiny_cnn().state_dict(), tmp_path / "m.pth")
     monkeypatch.chdir(tmp_path)
-    config = ExtractorConfig(model="resnet18", weights="m.pth")
+    config = ExtractorConfig(model=tiny_cnn, weights="m.pth")
     assert config.weights == str(tmp_path / "m.pth")
     assert config.checkpoint == str(tmp_path / "m.pth")
 

@@ -113,7 +113,8 @@ def test_corrupt_exif_keeps_the_image() -> None:
         (b"\x89PNG\r\n\x1a\n", "SyntaxError|OSError|not an image"),
         (bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), "not an image"),
         (jpeg(200, 150)[:600], "truncated|OSError"),
-        ("a string", "expected image bytes, got str"),
+        (12345, "expected image bytes or a path, got int"),
+        ("/no/such/image.jpg", "cannot read '/no/such/image.jpg': No such file or directory"),
     ],
 )
 def test_bad_input_gives_a_reason(data: object, reason: str) -> None:

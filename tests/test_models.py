@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 import featurex as fx
 from featurex.config import ExtractorConfig
 from featurex.errors import CheckpointError, WeightsUnavailableError
-from featurex.models import ensure_weights, load_model, resolve_weights
+from featurex.models import ensure_weights, load_model, read_checkpoint, resolve_weights
 
 
 @pytest.mark.parametrize(
@@ -88,20 +88,52 @@ def test_checkpoint_with_another_head_and_ddp_prefix_loads(tmp_path: Path) -> No
     assert_close(features, reference_features(images, "resnet18", state_dict=state))
 
 
-def test_checkpoint_that_does_not_fit_names_keys(tmp_path: Path) -> None:
+def test_checkpoint_that_does_not_fit_fails_on_the_driver_naming_keys(tmp_path: Path) -> None:
     torch.manual_seed(0)
     path = tmp_path / "resnet34.pth"
     torch.save(torchvision.models.resnet34().state_dict(), path)
+    # At construction (on the driver, before any job), from the file's keys and a meta model.
+    with pytest.raises(
+        CheckpointError, match=r"does not fit the model: unexpected keys \[layer1\.2\."
+    ):
+        ExtractorConfig(model="resnet18", weights=str(path), device="cpu")
+
+
+def test_checkpoint_with_wrong_shapes_fails_on_the_driver(tmp_path: Path) -> None:
+    state = _trained_resnet18()
+    state["conv1.weight"] = torch.zeros(64, 1, 7, 7)  # a grayscale stem
+    path = tmp_path / "gray.safetensors"
+    save_file(state, path)
+    with pytest.raises(
+        CheckpointError,
+        match=r"shape mismatches .*conv1\.weight \(64, 1, 7, 7\) vs \(64, 3, 7, 7\)",
+    ):
+        ExtractorConfig(model="resnet18", weights=str(path))
+
+
+def test_checkpoint_replaced_after_validation_is_still_checked_in_the_worker(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "model.pth"
+    torch.save(_trained_resnet18(), path)
     config = ExtractorConfig(model="resnet18", weights=str(path), device="cpu")
-    with pytest.raises(CheckpointError, match=r"does not fit the model: unexpected keys \[layer"):
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet34().state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"unexpected keys \[layer1\.2\."):
         load_model(config)
 
 
-def test_pickled_full_model_is_refused(tmp_path: Path) -> None:
+def test_pickled_full_model_is_refused_unless_trusted(tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    net = torchvision.models.resnet18()
     path = tmp_path / "full.pth"
-    torch.save(torchvision.models.resnet18(), path)  # a pickled module, not a state_dict
-    with pytest.raises(CheckpointError, match="never pickled objects"):
-        load_model(ExtractorConfig(model="resnet18", weights=str(path), device="cpu"))
+    torch.save(net, path)  # a pickled module, not a state_dict
+    with pytest.raises(CheckpointError, match=r"pickled Python objects .* trust_checkpoint=True"):
+        ExtractorConfig(model="resnet18", weights=str(path), device="cpu")
+    images = [jpeg(200, 150, 4)]
+    extractor = fx.FeatureExtractor("resnet18", weights=str(path), trust_checkpoint=True)
+    features, _ = extractor.extract(images)
+    assert_close(features, reference_features(images, "resnet18", state_dict=net.state_dict()))
 
 
 class _Payload:
@@ -118,8 +150,10 @@ def test_malicious_checkpoint_does_not_run_its_payload(
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
         torch.save({"fc.weight": torch.zeros(1), "x": _Payload()}, f)
-    with pytest.raises(CheckpointError):
-        load_model(ExtractorConfig(model="resnet18", weights=str(path), device="cpu"))
+    with pytest.raises(CheckpointError, match="pickled Python objects"):
+        ExtractorConfig(model="resnet18", weights=str(path), device="cpu")
+    with pytest.raises(CheckpointError, match="pickled Python objects"):
+        read_checkpoint(str(path))  # the worker's reader refuses it too
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -130,7 +164,7 @@ def test_factory_model_with_checkpoint(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     path.write_bytes(buffer.getvalue())
-    extractor = fx.FeatureExtractor(model=tiny_cnn, weights=str(path), device="cpu")
+    extractor = fx.FeatureExtractor(model=tiny_cnn, weights=str(path), device="cpu", optimize=False)
     assert extractor.dim == 8
     first = extractor.loaded.module[0].weight
     assert torch.equal(first, state["0.weight"])
