@@ -170,6 +170,15 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def check_precision(precision: str, device: str) -> None:
+    """On the driver: warn now, not only in worker logs, when a precision will run as fp32.
+
+    The driver's CPU stands in for the executors'; the workers check their own as well.
+    """
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        autocast_dtype(precision, torch.device("cpu"))
+
+
 @lru_cache(maxsize=1)
 def _cpu_has_bf16() -> bool:
     return bool(
