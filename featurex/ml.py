@@ -8,7 +8,7 @@ Connect. Its params are checked on the driver by `ExtractorConfig`, the same val
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pyspark import keyword_only
 from pyspark.ml import Transformer
@@ -18,12 +18,12 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from .config import ExtractorConfig
 from .errors import ConfigError
+from .spark import INPUT_TYPES, InputType, features_column, input_kind
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import DataFrame
 
 OUTPUT_TYPES = ("array", "vector")
-INPUT_TYPES = ("auto", "bytes", "image", "path")
 
 
 def _param(name: str, doc: str, converter: Any = TypeConverters.toString) -> Param[Any]:
@@ -144,18 +144,16 @@ class ImageFeaturizer(
         )
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
-        return dataset.withColumn(self.getOutputCol(), self._features())
-
-    def _features(self) -> Column:
-        from .spark import features_column
-
         config = self.extractor_config()  # on the driver, before any job
-        column = features_column(self.getInputCol(), config)
+        # A column of the wrong type fails here, naming its Spark type (schema only, no job).
+        input_col, input_type = self.getInputCol(), cast(InputType, self.getInputType())
+        input_kind(dataset.select(input_col).schema.fields[0].dataType, input_type)
+        column = features_column(input_col, config, input_type=input_type)
         if self.getOutputType() == "vector":
             from pyspark.ml.functions import array_to_vector
 
             column = array_to_vector(column)
-        return column
+        return dataset.withColumn(self.getOutputCol(), column)
 
     # Setters and getters, in the pyspark.ml style.
     def setInputCol(self, value: str) -> ImageFeaturizer:

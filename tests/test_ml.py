@@ -46,7 +46,7 @@ def _texture(label: int, rng: np.random.Generator, size: int = 96) -> bytes:
 def _dataset(spark: SparkSession, n_per_class: int, seed: int) -> DataFrame:
     rng = np.random.default_rng(seed)
     rows = [(i, _texture(i % 2, rng), float(i % 2)) for i in range(2 * n_per_class)]
-    return spark.createDataFrame(rows, "id long, image binary, label double").coalesce(2)
+    return spark.createDataFrame(rows, "id long, image binary, label double").coalesce(1)
 
 
 def _featurizer(**params: object) -> fx.ImageFeaturizer:
@@ -95,6 +95,33 @@ def test_array_and_vector_outputs_hold_the_reference_features(spark: SparkSessio
     assert_close(a, reference_features([bytes(r["image"]) for r in rows], "resnet18"))
 
 
+def test_bytes_paths_and_image_structs_give_the_same_features(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(5)
+    for i in range(3):  # lossless PNGs: Spark's BGR struct holds exactly the same pixels
+        (tmp_path / f"t{i}.png").write_bytes(_texture(i % 2, rng))
+    # One partition each: one Python worker, one model load.
+    files = spark.read.format("binaryFile").load(str(tmp_path)).select("path", "content")
+    files = files.coalesce(1)
+    paths = files.select("path")
+    structs = spark.read.format("image").load(str(tmp_path)).coalesce(1)
+    features = {}
+    for kind, df, col in (("bytes", files, "content"), ("path", paths, "path"),
+                          ("image", structs, "image")):  # fmt: skip
+        out = _featurizer(inputCol=col).transform(df)  # inputType="auto": from the Spark type
+        exact = _featurizer(inputCol=col, inputType=kind, outputCol="exact").transform(out)
+        name = "image.origin" if kind == "image" else "path"
+        rows = exact.select(name, "features", "exact").collect()
+        assert all(r["features"] == r["exact"] for r in rows)
+        features[kind] = dict(sorted((Path(r[0]).name, r["features"]) for r in rows))
+    assert list(features["bytes"]) == ["t0.png", "t1.png", "t2.png"]
+    expected = np.array(list(features["bytes"].values()), dtype=np.float32)
+    for kind in ("path", "image"):
+        assert list(features[kind]) == list(features["bytes"])
+        assert_close(np.array(list(features[kind].values()), dtype=np.float32), expected)
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
@@ -135,9 +162,16 @@ def test_a_bad_param_set_later_fails_before_any_job(spark: SparkSession, job_gro
     featurizer.setPrecision("fp32").setOutputType("Vector")
     with pytest.raises(ConfigError, match="unknown outputType 'Vector'"):
         featurizer.transform(train)
+    featurizer.setOutputType("vector")
+    with pytest.raises(ConfigError, match="input column has Spark type bigint"):
+        featurizer.copy({featurizer.inputCol: "id"}).transform(train)
+    with pytest.raises(
+        ConfigError, match="input_type='path', but the input column has Spark type binary"
+    ):
+        featurizer.copy({featurizer.inputType: "path"}).transform(train)
     assert tracker.getJobIdsForGroup(job_group) == []
     # The same check sees the jobs of a good transform: it can fail.
-    featurizer.setOutputType("vector").transform(train).count()
+    featurizer.transform(train).count()
     assert len(tracker.getJobIdsForGroup(job_group)) > 0
 
 
