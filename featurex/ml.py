@@ -21,9 +21,18 @@ from .errors import ConfigError
 from .spark import INPUT_TYPES, InputType, features_column, input_kind
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 OUTPUT_TYPES = ("array", "vector")
+
+
+def to_vector(features: Column) -> Column:
+    """array<float> -> MLlib DenseVector, null stays null (array_to_vector fails on null)."""
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
+
+    # Spark evaluates the features UDF once here: identical Python UDF calls are deduplicated.
+    return F.when(features.isNotNull(), array_to_vector(features))
 
 
 def _param(name: str, doc: str, converter: Any = TypeConverters.toString) -> Param[Any]:
@@ -150,9 +159,7 @@ class ImageFeaturizer(
         input_kind(dataset.select(input_col).schema.fields[0].dataType, input_type)
         column = features_column(input_col, config, input_type=input_type)
         if self.getOutputType() == "vector":
-            from pyspark.ml.functions import array_to_vector
-
-            column = array_to_vector(column)
+            column = to_vector(column)
         return dataset.withColumn(self.getOutputCol(), column)
 
     # Setters and getters, in the pyspark.ml style.

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torchvision
+from models_for_tests import assert_close, reference_features
 
 from featurex.cli import EXIT_NO_WEIGHTS, EXIT_USAGE, main
 
@@ -30,13 +34,17 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
-def test_extract_end_to_end(image_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_extract_end_to_end_with_progress_lines(image_dir: Path, tmp_path: Path) -> None:
     inputs = tmp_path / "in"
     shutil.copytree(image_dir, inputs)
     (inputs / "nested" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     out = tmp_path / "features.parquet"
+    # One image per task (each file "costs" 1 GiB to open, so none share a partition), one
+    # task at a time: progress can count the images as their tasks commit.
     result = _run("extract", str(inputs), "--output", str(out), "--model", "resnet18",
-                  "--weights", "none", "--batch-size", "4", "--master", "local[2]")  # fmt: skip
+                  "--weights", "none", "--batch-size", "4", "--master", "local[1]",
+                  "--conf", "spark.sql.files.openCostInBytes=1g", "--progress-every", "0.2")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
     assert summary.startswith("featurex: 13 images, 1 failed, ")
@@ -50,21 +58,24 @@ def test_extract_end_to_end(image_dir: Path, tmp_path: Path) -> None:
     assert len(good) == 12
     assert all(len(f) == 512 and np.isfinite(f).all() for f in good["features"])
 
+    # Not a terminal: plain lines, images counted from the tasks that committed.
+    progress = re.findall(
+        r"^featurex: progress (\d+)/13 images \((\d+)%\), [\d.]+ images/s, \d+ s(?:, tasks (\d+)/13)?$",
+        result.stderr, re.M,
+    )  # fmt: skip
+    done = [int(d) for d, _, _ in progress]
+    assert done[-1] == 13 and progress[-1][1] == "100"
+    assert done == sorted(done) and any(0 < d < 13 for d in done), done
+    # A task's files are committed just before the tracker counts it done.
+    assert all(int(t) <= int(d) <= int(t) + 1 for d, _, t in progress[:-1]), progress
+    assert "~" not in result.stderr and "\r" not in result.stderr
+
     # A second run over the same output needs --overwrite.
     again = _run("extract", str(inputs), "--output", str(out), "--weights", "none")
     assert again.returncode == EXIT_USAGE
     assert again.stderr.strip() == (
         f"featurex: error: output {str(out)!r} exists: pass --overwrite to replace it"
     )
-
-
-def test_glob_selects_files(image_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "png.parquet"
-    result = _run("extract", str(image_dir), "--output", str(out), "--model", "resnet18",
-                  "--weights", "none", "--glob", "*.png", "--quiet")  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    table = pd.read_parquet(out)
-    assert len(table) == 3 and table["path"].str.endswith(".png").all()
 
 
 @pytest.mark.parametrize(
@@ -74,6 +85,11 @@ def test_glob_selects_files(image_dir: Path, tmp_path: Path) -> None:
         (["--model", "resnet5O"], "unknown model 'resnet5O': did you mean 'resnet50'"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--weights", "/missing/model.pth"], "checkpoint file not found: '/missing/model.pth'"),
+        (
+            ["--conf", "executor.memory=8g"],
+            "--conf expects spark.KEY=VALUE, got 'executor.memory=8g'",
+        ),
+        (["--progress-every", "0"], "--progress-every must be a positive number, got 0.0"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(
@@ -97,6 +113,20 @@ def test_bad_choice_exits_2_with_one_line(
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("option", "value"), [("--input-type", "url"), ("--output-type", "matrix")]
+)
+def test_bad_input_or_output_type_exits_2_naming_the_choices(
+    option: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["extract", str(tmp_path), "--output", str(tmp_path / "o"), option, value])
+    assert info.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"featurex: error: argument {option}: invalid choice: '{value}'")
+    assert err.count("\n") == 1
+
+
 def test_missing_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["extract", str(tmp_path / "nope"), "--output", str(tmp_path / "o")])
     assert code == EXIT_USAGE
@@ -117,6 +147,7 @@ def test_no_internet_exits_3_naming_the_alternatives(tmp_path: Path) -> None:
     assert "--weights PATH" in lines[0] and "--weights none" in lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the job must fail for want of CUDA")
 def test_a_failing_job_exits_1_with_the_workers_reason(image_dir: Path, tmp_path: Path) -> None:
     result = _run("extract", str(image_dir / "img01.png"), "--output", str(tmp_path / "o"),
@@ -137,12 +168,145 @@ def test_version_and_module_entry_point() -> None:
     assert result.returncode == 0 and result.stdout.strip() == f"featurex {featurex.__version__}"
 
 
-def test_checkpoint_weights_on_the_command_line(image_dir: Path, tmp_path: Path) -> None:
-    torch.manual_seed(5)
-    ckpt = tmp_path / "r18.pth"
-    torch.save(torchvision.models.resnet18().state_dict(), ckpt)
-    out = tmp_path / "ckpt.parquet"
-    result = _run("extract", str(image_dir / "img01.png"), "--output", str(out),
-                  "--model", "resnet18", "--weights", str(ckpt), "-q")  # fmt: skip
+@pytest.mark.slow
+def test_an_existing_output_is_replaced_only_with_overwrite(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier results")
+    as_file = tmp_path / "out.parquet"
+    as_file.write_text("not a folder")
+    for target in (out, as_file):
+        code = main(["extract", str(image_dir), "--output", str(target), "--weights", "none"])
+        assert code == EXIT_USAGE
+        assert f"output {str(target)!r} exists: pass --overwrite" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "earlier results" and as_file.is_file()
+
+    # --overwrite replaces it. This run reads the PNGs (--glob) with Spark's image source.
+    result = _run("extract", str(image_dir), "--output", str(out), "--overwrite", "-q",
+                  "--input-type", "image", "--glob", "*.png", "--model", "resnet18",
+                  "--weights", "none", "--master", "local[1]")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert len(pd.read_parquet(out)) == 1
+    assert not (out / "keep.txt").exists()
+    assert result.stdout.strip().splitlines()[-1].startswith("featurex: 3 images, 0 failed, ")
+    table = pd.read_parquet(out)
+    assert len(table) == 3 and table["path"].str.endswith(".png").all()
+    assert table["error"].isna().all()
+    # Lossless PNGs: Spark's BGR structs hold the files' pixels, so the features are the
+    # reference's.
+    files = [Path(p.removeprefix("file://")).read_bytes() for p in table["path"]]
+    assert_close(np.stack(table["features"].to_list()), reference_features(files, "resnet18"))
+
+
+def _run_on_a_terminal(*args: str) -> tuple[int, str, str]:
+    """Runs the command with stderr on a pseudo-terminal: (exit code, stdout, terminal output)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=follower, text=True,
+        env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"},
+    )  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the command closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    stdout = proc.stdout.read() if proc.stdout else ""
+    return proc.wait(timeout=300), stdout, b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_path_listings_checkpoint_vector_output_and_a_terminal_progress_bar(
+    image_dir: Path, tmp_path: Path
+) -> None:
+    listing = tmp_path / "lists" / "images.txt"
+    listing.parent.mkdir()
+    (tmp_path / "lists" / "near.png").write_bytes((image_dir / "img01.png").read_bytes())
+    listing.write_text(
+        f"near.png\n\n# a comment\n{image_dir / 'img02.jpg'}\n"
+        f"file://{image_dir / 'img05.png'}\n{tmp_path / 'missing.jpg'}\n"
+    )
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "img09.png").write_bytes((image_dir / "nested" / "img09.png").read_bytes())
+    torch.manual_seed(5)
+    state = torchvision.models.resnet18().state_dict()
+    torch.save(state, tmp_path / "r18.pth")
+    out = tmp_path / "paths.parquet"
+    code, stdout, terminal = _run_on_a_terminal(
+        "extract", str(listing), str(folder), "--output", str(out), "--input-type", "path",
+        "--output-type", "vector", "--model", "resnet18", "--weights", str(tmp_path / "r18.pth"),
+        "--master", "local[1]",
+    )  # fmt: skip
+    assert code == 0, terminal[-2000:]
+    assert stdout.strip().splitlines()[-1].startswith("featurex: 5 images, 1 failed, ")
+    # Redrawn in place: carriage returns, erase-to-end-of-line, and the finished bar.
+    assert "\r" in terminal and "\x1b[K" in terminal
+    assert "extract [########################] 5/5 images, " in terminal
+
+    table = pq.read_table(out).to_pandas().set_index("path")
+    names = {Path(p.removeprefix("file:")).name: p for p in table.index}
+    assert sorted(names) == ["img02.jpg", "img05.png", "img09.png", "missing.jpg", "near.png"]
+    assert "cannot read" in table.loc[names["missing.jpg"], "error"]
+    assert table.loc[names["missing.jpg"], "features"] is None
+    vectors = {n: table.loc[p, "features"] for n, p in names.items() if n != "missing.jpg"}
+    assert all(v["type"] == 1 and len(v["values"]) == 512 for v in vectors.values())  # dense
+    images = {"near.png": "img01.png", "img02.jpg": "img02.jpg", "img05.png": "img05.png",
+              "img09.png": "nested/img09.png"}  # fmt: skip
+    files = [(image_dir / images[n]).read_bytes() for n in vectors]
+    expected = reference_features(files, "resnet18", state_dict=state)  # the checkpoint's
+    actual = np.stack([np.asarray(v["values"]) for v in vectors.values()]).astype(np.float32)
+    assert_close(actual, expected)
+
+
+def _info(*args: str, torch_home: Path) -> subprocess.CompletedProcess[str]:
+    return _run("info", *args, env={"TORCH_HOME": str(torch_home)})
+
+
+def test_info_reports_versions_java_device_and_the_weights_cache(tmp_path: Path) -> None:
+    import pyspark
+
+    import featurex
+
+    result = _info("--model", "resnet18", "--json", torch_home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["featurex"] == featurex.__version__ and info["pyspark"] == pyspark.__version__
+    assert info["torch"] == torch.__version__ and info["torchvision"] == torchvision.__version__
+    assert info["python"] == platform.python_version()
+    java = subprocess.run([info["java"]["path"], "-version"], capture_output=True, text=True)
+    assert info["java"]["version"] == java.stderr.splitlines()[0]
+    assert info["device"]["cuda"] == torch.cuda.is_available()
+    assert len(info["device"]["gpus"]) == (
+        torch.cuda.device_count() if info["device"]["cuda"] else 0
+    )
+    weights = info["weights"]
+    expected_file = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert weights["weights"] == "ResNet18_Weights.IMAGENET1K_V1"
+    assert weights["file"] == str(expected_file) and weights["cached"] is False
+
+    # Once the file is in the hub cache, it is reported as cached.
+    expected_file.parent.mkdir(parents=True)
+    expected_file.write_bytes(b"")
+    text = _info("--model", "resnet18", torch_home=tmp_path)
+    assert text.returncode == 0, text.stderr
+    lines = dict(line.split(None, 1) for line in text.stdout.strip().splitlines())
+    assert lines["weights"] == f"resnet18 ResNet18_Weights.IMAGENET1K_V1: cached at {expected_file}"
+    assert lines["java"].startswith(info["java"]["version"])
+    assert set(lines) == {"featurex", "python", "executable", "pyspark", "torch", "torchvision",
+                          "java", "device", "weights"}  # fmt: skip
+
+
+def test_info_rejects_an_unknown_model_in_one_line(tmp_path: Path) -> None:
+    result = _info("--model", "resnet5O", torch_home=tmp_path)
+    assert result.returncode == EXIT_USAGE
+    assert result.stderr.startswith("featurex: error: unknown model 'resnet5O'")
+    assert result.stderr.count("\n") == 1
