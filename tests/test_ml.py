@@ -83,11 +83,14 @@ def test_pipeline_learns_two_textures_and_survives_save_and_load(
 
 
 def test_array_and_vector_outputs_hold_the_reference_features(spark: SparkSession) -> None:
-    df = _dataset(spark, 2, seed=3)
+    bad = spark.createDataFrame([(99, b"not an image", 0.0)], "id long, image binary, label double")
+    df = _dataset(spark, 2, seed=3).unionByName(bad).coalesce(1)
     arrays = _featurizer(outputCol="a").transform(df)
     both = _featurizer(outputCol="v", outputType="vector").transform(arrays)
     assert dict(both.dtypes)["a"] == "array<float>" and dict(both.dtypes)["v"] == "vector"
-    rows = both.orderBy("id").collect()
+    *rows, failed = both.orderBy("id").collect()
+    # A bad image is a null vector, not a failed job (array_to_vector alone fails on null).
+    assert failed["id"] == 99 and failed["a"] is None and failed["v"] is None
     assert all(isinstance(r["v"], DenseVector) for r in rows)
     a = np.array([r["a"] for r in rows], dtype=np.float32)
     v = np.array([r["v"].toArray() for r in rows])
