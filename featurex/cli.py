@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from . import __version__
 from .config import PRECISIONS, ExtractorConfig
@@ -126,12 +127,11 @@ def _fail(code: int, message: str) -> int:
     return code
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
-def _local(path: str) -> str:
-    return path[len("file://") :] if path.startswith("file://") else path
+def _local(path: str) -> str | None:
+    """The local filesystem path of an INPUT or OUT (a plain path or a file: URI), or None."""
+    if path.startswith("file:"):
+        return urlparse(path).path
+    return None if "://" in path else path
 
 
 # ---------------------------------------------------------------- extract
@@ -148,10 +148,12 @@ def _extract(args: argparse.Namespace) -> int:
     if not args.progress_every > 0:
         raise ConfigError(f"--progress-every must be a positive number, got {args.progress_every}")
     for path in args.inputs:
-        if _is_local(path) and not os.path.exists(_local(path)):
+        local = _local(path)
+        if local is not None and not os.path.exists(local):
             raise ConfigError(f"input not found: {path!r}")
     output = args.output
-    if _is_local(output) and os.path.exists(_local(output)) and not args.overwrite:
+    local = _local(output)
+    if local is not None and os.path.exists(local) and not args.overwrite:
         raise ConfigError(f"output {output!r} exists: pass --overwrite to replace it")
     if isinstance(config.model, str) and config.weights is not None and not config.checkpoint:
         # Fail now, in one line, rather than in every task of the job.
@@ -220,9 +222,11 @@ def _run_job(spark: SparkSession, args: argparse.Namespace, config: ExtractorCon
     row = written.agg(F.count("*").alias("n"), F.count("error").alias("failed")).first()
     assert row is not None
     n, failed = int(row["n"]), int(row["failed"])
+    local = _local(args.output)
+    where = os.path.abspath(local) if local is not None else args.output
     print(
         f"featurex: {n} images, {failed} failed, {n / elapsed:.1f} images/s "
-        f"({elapsed:.1f} s, {args.model}, {config.precision}) -> {os.path.abspath(args.output)}"
+        f"({elapsed:.1f} s, {args.model}, {config.precision}) -> {where}"
     )
     return EXIT_OK
 
@@ -244,10 +248,11 @@ def _inputs(spark: SparkSession, args: argparse.Namespace) -> tuple[DataFrame, s
         return images, "image", "image"
     # "path": folders are listed by Spark (names only, binaryFile reads no content unless
     # asked); files are listings whose relative entries are relative to the listing's folder.
-    folders = [p for p in args.inputs if _is_local(p) and os.path.isdir(_local(p))]
+    folders = [p for p in args.inputs if os.path.isdir(_local(p) or "")]
     parts = [files("binaryFile", folders).select("path")] if folders else []
     for listing in (p for p in args.inputs if p not in folders):
-        base = os.path.dirname(os.path.abspath(_local(listing))) if _is_local(listing) else ""
+        local = _local(listing)
+        base = os.path.dirname(os.path.abspath(local)) if local is not None else ""
         entry = F.trim(F.col("value"))
         absolute = entry.contains("://") | entry.startswith("/") | F.lit(not base)
         path = F.when(absolute, entry).otherwise(F.concat(F.lit(base + os.sep), entry))
@@ -280,7 +285,7 @@ class _Progress:
     ) -> None:
         self._tracker = tracker
         self._total = total
-        self._output = _local(output) if _is_local(output) else None
+        self._output = _local(output)
         self._stream = stream
         self._tty = stream.isatty()
         self._every = 0.5 if self._tty else every

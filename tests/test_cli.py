@@ -176,19 +176,20 @@ def test_an_existing_output_is_replaced_only_with_overwrite(
     (out / "keep.txt").write_text("earlier results")
     as_file = tmp_path / "out.parquet"
     as_file.write_text("not a folder")
-    for target in (out, as_file):
-        code = main(["extract", str(image_dir), "--output", str(target), "--weights", "none"])
+    for target in (str(out), f"file://{as_file}", f"file:{out}"):  # paths and file: URIs
+        code = main(["extract", str(image_dir), "--output", target, "--weights", "none"])
         assert code == EXIT_USAGE
-        assert f"output {str(target)!r} exists: pass --overwrite" in capsys.readouterr().err
+        assert f"output {target!r} exists: pass --overwrite" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "earlier results" and as_file.is_file()
 
     # --overwrite replaces it. This run reads the PNGs (--glob) with Spark's image source.
-    result = _run("extract", str(image_dir), "--output", str(out), "--overwrite", "-q",
+    result = _run("extract", str(image_dir), "--output", f"file://{out}", "--overwrite", "-q",
                   "--input-type", "image", "--glob", "*.png", "--model", "resnet18",
                   "--weights", "none", "--master", "local[1]")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert not (out / "keep.txt").exists()
-    assert result.stdout.strip().splitlines()[-1].startswith("featurex: 3 images, 0 failed, ")
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith("featurex: 3 images, 0 failed, ") and summary.endswith(f"-> {out}")
     table = pd.read_parquet(out)
     assert len(table) == 3 and table["path"].str.endswith(".png").all()
     assert table["error"].isna().all()
