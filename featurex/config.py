@@ -99,6 +99,14 @@ class ExtractorConfig:
     # Bad input.
     on_error: OnError = "null"
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # JPEG draft decoding: libjpeg scales large photos down by 1/2, 1/4 or 1/8 while decoding,
+    # never below the resize size. Faster on big photos, slightly different pixels.
+    fast_decode: bool = False
+    # On the CPU, run a traced and frozen graph (oneDNN conv+batchnorm fusion, prepacked
+    # weights); False keeps eager PyTorch.
+    optimize: bool = True
+    # A pickled full-model checkpoint runs code from the file when loaded: refused unless True.
+    trust_checkpoint: bool = False
     # Derived: identifies the loaded model in a worker's cache.
     key: str = field(init=False, repr=False, compare=False)
 
@@ -121,6 +129,9 @@ class ExtractorConfig:
             raise ConfigError(
                 f"unknown on_error {self.on_error!r}: expected one of {_choices(ON_ERRORS)}"
             )
+        for flag in ("fast_decode", "optimize", "trust_checkpoint"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
         if self.transform is not None and not callable(self.transform):
             raise ConfigError(f"transform must be callable or None, got {self.transform!r}")
         # Only what changes the loaded model belongs in the key; batch size, decoding
@@ -132,8 +143,15 @@ class ExtractorConfig:
             _fingerprint(self.transform),
             self.device,
             self.precision,
+            f"optimize={self.optimize}",
+            f"trust={self.trust_checkpoint}",
         )
         object.__setattr__(self, "key", "|".join(parts))
+        from .models import check_checkpoint, check_precision  # imports torch: not at import
+
+        check_precision(self.precision, self.device)
+        if self.checkpoint is not None:
+            check_checkpoint(self)
 
     def _check_model_and_weights(self) -> None:
         weights: object = self.weights
@@ -213,6 +231,8 @@ class ExtractorConfig:
             "device": self.device,
             "precision": self.precision,
             "on_error": self.on_error,
+            "fast_decode": self.fast_decode,
+            "optimize": self.optimize,
         }
 
 

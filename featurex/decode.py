@@ -1,13 +1,19 @@
-"""Bytes -> RGB PIL image -> tensor, with the error policy. No Spark here.
+"""Input -> RGB PIL image -> tensor, with the error policy. No Spark here.
 
-Every failure is turned into a short reason string by `prepare`; whether that reason becomes
-a null or a failed task is the caller's choice (`on_error`).
+An input is encoded image bytes, a path or URI to read them from, or decoded pixels
+(`PixelRecord`, Spark's image struct). Every failure is turned into a short reason string by
+`prepare`; whether that reason becomes a null or a failed task is the caller's choice.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -26,15 +32,40 @@ class DecodeError(ValueError):
     """An input that is not a decodable image; its message is the reason given to users."""
 
 
-def decode_image(data: object, max_pixels: int) -> Image.Image:
+@dataclass(frozen=True)
+class PixelRecord:
+    """Decoded 8-bit pixels, row-major, as in Spark's image data source.
+
+    Spark stores 3 and 4 channel images as BGR and BGRA (OpenCV's order), 1 channel as gray.
+    """
+
+    height: int
+    width: int
+    n_channels: int
+    data: bytes
+    origin: str | None = None
+
+
+def load_image(item: object, max_pixels: int, draft_size: int | None = None) -> Image.Image:
+    """Any supported input -> RGB image. Raises DecodeError with the reason."""
+    if isinstance(item, PixelRecord):
+        return from_pixels(item, max_pixels)
+    if isinstance(item, str | os.PathLike):
+        item = read_path(os.fspath(item))
+    return decode_image(item, max_pixels, draft_size)
+
+
+def decode_image(data: object, max_pixels: int, draft_size: int | None = None) -> Image.Image:
     """Decode image bytes into an RGB image, EXIF orientation applied, first frame only.
 
-    The pixel limit is checked on the header, before any pixels are allocated.
+    The pixel limit is checked on the header, before any pixels are allocated. With
+    `draft_size`, a JPEG is decoded at the smallest DCT scale whose sides are both at least
+    that size (much faster for big photos).
     """
     if data is None:
         raise DecodeError("null input")
     if not isinstance(data, bytes | bytearray | memoryview):
-        raise DecodeError(f"expected image bytes, got {type(data).__name__}")
+        raise DecodeError(f"expected image bytes or a path, got {type(data).__name__}")
     if len(data) == 0:
         raise DecodeError("empty input (0 bytes)")
     _allow_pixels(max_pixels)
@@ -46,6 +77,8 @@ def decode_image(data: object, max_pixels: int) -> Image.Image:
                 f"image too large: {width}x{height} = {width * height} pixels, "
                 f"over max_pixels={max_pixels}"
             )
+        if draft_size and image.format == "JPEG":
+            image.draft("RGB", (draft_size, draft_size))
         image.load()  # frame 0 of an animation; raises on truncated data
         return _to_rgb(_apply_exif(image))
     except DecodeError:
@@ -56,12 +89,65 @@ def decode_image(data: object, max_pixels: int) -> Image.Image:
         raise DecodeError(_reason(exc)) from exc
 
 
-def prepare(
-    data: object, transform: Transform, max_pixels: int
-) -> tuple[object | None, str | None]:
-    """Decode and preprocess one input: (tensor, None) on success, (None, reason) otherwise."""
+def from_pixels(record: PixelRecord, max_pixels: int) -> Image.Image:
+    """Spark image-struct pixels -> RGB image (BGR(A) reordered, alpha dropped as for bytes)."""
+    h, w, c = record.height, record.width, record.n_channels
+    if h * w > max_pixels:
+        raise DecodeError(
+            f"image too large: {w}x{h} = {h * w} pixels, over max_pixels={max_pixels}"
+        )
+    if c not in (1, 3, 4) or h <= 0 or w <= 0 or len(record.data) != h * w * c:
+        raise DecodeError(
+            f"invalid image struct: {w}x{h}x{c} does not match {len(record.data)} bytes of data"
+        )
+    pixels = np.frombuffer(record.data, np.uint8).reshape(h, w, c)
+    if c == 1:
+        return Image.fromarray(pixels[:, :, 0], "L").convert("RGB")
+    return Image.fromarray(np.ascontiguousarray(pixels[:, :, 2::-1]), "RGB")
+
+
+def read_path(path: str) -> bytes:
+    """The bytes of a local path, a file: URI, or any URI pyarrow's filesystems serve
+    (hdfs://, s3://, gs:// where installed and configured)."""
+    parts = urlsplit(path)
     try:
-        image = decode_image(data, max_pixels)
+        if parts.scheme in ("", "file") or len(parts.scheme) == 1:  # 1 letter: a Windows drive
+            local = parts.path if parts.scheme == "file" else path
+            if parts.scheme == "file" and not os.path.exists(local):
+                local = unquote(local)  # Spark and Hadoop may percent-encode URIs
+            with open(local, "rb") as f:
+                return f.read()
+        filesystem, inner = _filesystem(path)
+        with filesystem.open_input_stream(inner) as stream:
+            return bytes(stream.read())
+    except Exception as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else _reason(exc)
+        raise DecodeError(f"cannot read {path!r}: {why}") from exc
+
+
+_FILESYSTEMS: dict[str, Any] = {}
+_FS_LOCK = threading.Lock()
+
+
+def _filesystem(uri: str) -> tuple[Any, str]:
+    """pyarrow's filesystem for a URI, one per scheme and host per process."""
+    from pyarrow import fs
+
+    parts = urlsplit(uri)
+    root = f"{parts.scheme}://{parts.netloc}"
+    with _FS_LOCK:
+        if root not in _FILESYSTEMS:
+            _FILESYSTEMS[root] = fs.FileSystem.from_uri(uri)[0]
+    inner = parts.netloc + parts.path if parts.scheme in ("s3", "gs", "gcs") else parts.path
+    return _FILESYSTEMS[root], inner
+
+
+def prepare(
+    item: object, transform: Transform, max_pixels: int, draft_size: int | None = None
+) -> tuple[object | None, str | None]:
+    """Load and preprocess one input: (tensor, None) on success, (None, reason) otherwise."""
+    try:
+        image = load_image(item, max_pixels, draft_size)
     except DecodeError as exc:
         return None, str(exc)
     try:

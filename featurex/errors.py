@@ -15,8 +15,8 @@ class WeightsUnavailableError(FeatureXError, RuntimeError):
     """Pretrained weights could not be downloaded (for example, no internet)."""
 
 
-class CheckpointError(FeatureXError, ValueError):
-    """A checkpoint file that cannot be loaded into the chosen model."""
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be loaded into the chosen model (on the driver or a worker)."""
 
 
 class ImageError(FeatureXError, ValueError):

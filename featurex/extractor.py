@@ -1,4 +1,6 @@
-"""`FeatureExtractor`: bytes in, (n, D) float32 out. Pure PyTorch, no Spark.
+"""`FeatureExtractor`: images in, (n, D) float32 out. Pure PyTorch, no Spark.
+
+An input is encoded image bytes, a path or URI, a `PixelRecord` (decoded pixels) or None.
 
 Inputs arrive as a stream of batches (Spark's Arrow batches, or one list). Decoding runs on a
 small thread pool a window ahead of inference; decoded tensors are re-chunked into inference
@@ -8,13 +10,13 @@ complete, in order, with the same length: features, or a NaN row plus a reason.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import repeat
 
 import numpy as np
 import torch
@@ -23,7 +25,13 @@ from ._cache import MODELS
 from .config import DEFAULT_MAX_PIXELS, ExtractorConfig, ModelFactory, OnError, Precision, Transform
 from .decode import prepare
 from .errors import ImageError
-from .models import LoadedModel, default_batch_size, default_decode_threads, load_model
+from .models import (
+    LoadedModel,
+    autocast,
+    default_batch_size,
+    default_decode_threads,
+    load_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +74,11 @@ class FeatureExtractor:
         decode_threads: int | None = None,
         seed: int = 0,
         transform: Transform | None = None,
+        fast_decode: bool = False,
+        optimize: bool = True,
+        trust_checkpoint: bool = False,
     ) -> None:
+        self.device: str | None = None
         self.config = ExtractorConfig(
             model=model,
             weights=weights,
@@ -78,18 +90,24 @@ class FeatureExtractor:
             decode_threads=decode_threads,
             on_error=on_error,
             max_pixels=max_pixels,
+            fast_decode=fast_decode,
+            optimize=optimize,
+            trust_checkpoint=trust_checkpoint,
         )
 
     @classmethod
-    def from_config(cls, config: ExtractorConfig) -> FeatureExtractor:
+    def from_config(cls, config: ExtractorConfig, device: str | None = None) -> FeatureExtractor:
+        """The engine for a validated config; `device` overrides its device (a task's GPU)."""
         self = cls.__new__(cls)
         self.config = config
+        self.device = device
         return self
 
     @property
     def loaded(self) -> LoadedModel:
         """The model, from this process's cache (built on first use)."""
-        return MODELS.get(self.config.key, partial(load_model, self.config))
+        key = self.config.key if self.device is None else f"{self.config.key}|on={self.device}"
+        return MODELS.get(key, partial(load_model, self.config, self.device))
 
     @property
     def dim(self) -> int:
@@ -105,39 +123,56 @@ class FeatureExtractor:
         return self.config.batch_size or default_batch_size(loaded.device)
 
     def extract(self, images: Sequence[object]) -> tuple[Features, Errors]:
-        """Features for a list of image bytes (or None): ((n, D) float32, reasons).
+        """Features for a list of images (bytes, paths, PixelRecords or None).
 
-        A row that fails is all-NaN and has a reason; the others have reason None.
+        Returns ((n, D) float32, reasons): a row that fails is all-NaN and has a reason; the
+        others have reason None.
         """
         return next(self.extract_batches([images]))
 
     def extract_batches(
-        self, batches: Iterable[Sequence[object]]
+        self,
+        batches: Iterable[Sequence[object]],
+        names: Iterable[Sequence[str | None]] | None = None,
     ) -> Iterator[tuple[Features, Errors]]:
-        """Like `extract`, over a stream of batches, one result per input batch, in order."""
+        """Like `extract`, over a stream of batches, one result per input batch, in order.
+
+        `names` (one sequence per batch, such as file paths) only label rows in the error
+        raised with on_error="raise"; a path input is its own name.
+        """
         loaded = self.loaded  # one cache lookup per stream (a Spark task)
         batch_size = self._batch_size(loaded)
         threads = self.config.decode_threads or default_decode_threads(loaded.device)
         # Decode at most this far ahead: bounds memory whatever the input batch size.
         window = batch_size + 2 * threads
-        work = partial(prepare, transform=loaded.transform, max_pixels=self.config.max_pixels)
+        draft = loaded.resize_size if self.config.fast_decode else None
+        work = partial(
+            prepare, transform=loaded.transform, max_pixels=self.config.max_pixels, draft_size=draft
+        )
+        labels: Iterable[Sequence[str | None] | None] = repeat(None) if names is None else names
 
         open_batches: deque[_Pending] = deque()
-        inflight: deque[tuple[_Pending, int, int, Future[tuple[object, str | None]]]] = deque()
+        inflight: deque[tuple[_Pending, int, str, Future[tuple[object, str | None]]]] = deque()
         chunk: list[tuple[_Pending, int, torch.Tensor]] = []
 
-        def inputs() -> Iterator[tuple[_Pending, int, object]]:
-            for batch in batches:
+        def inputs() -> Iterator[tuple[_Pending, int, object, str]]:
+            row = 0
+            for batch, batch_names in zip(batches, labels, strict=False):
                 pending = _Pending(len(batch))
                 open_batches.append(pending)
-                yield from ((pending, i, item) for i, item in enumerate(batch))
+                for i, item in enumerate(batch):
+                    name = batch_names[i] if batch_names is not None else None
+                    if name is None:
+                        name = item if isinstance(item, str) else getattr(item, "origin", None)
+                    yield pending, i, item, repr(name) if name else f"input row {row}"
+                    row += 1
 
         def finished() -> Iterator[tuple[Features, Errors]]:
             while open_batches and open_batches[0].resolved == open_batches[0].size:
                 done = open_batches.popleft()
                 yield self._result(done, loaded), done.errors
 
-        source = enumerate(inputs())
+        source = inputs()
         with ThreadPoolExecutor(threads, thread_name_prefix="featurex-decode") as pool:
 
             def refill() -> None:
@@ -145,19 +180,19 @@ class FeatureExtractor:
                     nxt = next(source, None)
                     if nxt is None:
                         return
-                    row, (pending, i, item) = nxt
-                    inflight.append((pending, i, row, pool.submit(work, item)))
+                    pending, i, item, name = nxt
+                    inflight.append((pending, i, name, pool.submit(work, item)))
 
             try:
                 refill()
                 yield from finished()  # empty input batches
                 while inflight:
-                    pending, i, row, future = inflight.popleft()
+                    pending, i, name, future = inflight.popleft()
                     tensor, reason = future.result()
                     refill()
                     if reason is not None:
                         if self.config.on_error == "raise":
-                            raise ImageError(f"cannot featurize input row {row}: {reason}")
+                            raise ImageError(f"cannot featurize {name}: {reason}")
                         pending.errors[i] = reason
                         pending.resolved += 1
                     else:
@@ -188,12 +223,7 @@ class FeatureExtractor:
         batch = batch.contiguous(memory_format=torch.channels_last)
         if loaded.device.type == "cuda":
             batch = batch.pin_memory().to(loaded.device, non_blocking=True)
-        autocast = (
-            torch.autocast(loaded.device.type, dtype=loaded.autocast_dtype)
-            if loaded.autocast_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(loaded.device, loaded.autocast_dtype):
             out = loaded.module(batch)
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"the model returned {type(out).__name__}, expected a Tensor")
@@ -216,7 +246,7 @@ def _model_input(tensor: object, chunk: list[tuple[_Pending, int, torch.Tensor]]
     """A transform bug is a configuration error, not a bad image: say so clearly."""
     if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3:
         got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-        raise TypeError(f"transform must return a CHW image tensor, got {got}")
+        raise TypeError(f"transform must return a float CHW image tensor, got {got}")
     if chunk and chunk[0][2].shape != tensor.shape:
         raise ValueError(
             f"transform returned tensors of different shapes, {tuple(chunk[0][2].shape)} and "

@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import re
 import threading
+import warnings
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import urlparse
 
 import torch
@@ -26,6 +29,7 @@ from .errors import CheckpointError, WeightsUnavailableError, first_line
 
 log = logging.getLogger(__name__)
 _SEED_LOCK = threading.Lock()
+_V = TypeVar("_V")
 
 # Resize(256) -> CenterCrop(224) -> ToTensor -> Normalize(ImageNet), for weights that do not
 # bring their own preprocessing (a checkpoint path, random init, a factory).
@@ -45,6 +49,8 @@ class LoadedModel:
     dim: int
     device: torch.device
     autocast_dtype: torch.dtype | None
+    # The transform's resize target (short side), when known: the floor for JPEG draft decoding.
+    resize_size: int | None = None
 
 
 def default_transform() -> Transform:
@@ -101,6 +107,42 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+def gpu_ordinal(address: str, visible_devices: str | None) -> int:
+    """This process's CUDA ordinal for a GPU address from Spark's task resources.
+
+    Spark's discovery script reports host GPU ids. When the cluster manager also isolates
+    GPUs with CUDA_VISIBLE_DEVICES (YARN, Kubernetes), CUDA renumbers the visible ones from 0,
+    so the address must be looked up in that list.
+    """
+    visible = [v.strip() for v in (visible_devices or "").split(",") if v.strip()]
+    if address in visible:
+        return visible.index(address)
+    if address.isdigit() and (not visible or int(address) < len(visible)):
+        return int(address)
+    raise ValueError(
+        f"GPU address {address!r} from Spark's task resources is not among "
+        f"CUDA_VISIBLE_DEVICES={visible_devices!r}"
+    )
+
+
+def task_device(
+    spec: str, gpu_addresses: list[str], partition_id: int, visible_devices: str | None
+) -> str | None:
+    """The device for one Spark task, or None to use `spec` as it is.
+
+    An explicit "cpu" or "cuda:N" wins. Otherwise the GPU Spark assigned to the task is used;
+    without GPU scheduling, tasks spread over the visible GPUs by partition, never all on GPU 0.
+    """
+    if spec not in ("auto", "cuda"):
+        return None
+    if gpu_addresses:
+        return f"cuda:{gpu_ordinal(gpu_addresses[0], visible_devices)}"
+    if not torch.cuda.is_available():
+        return None
+    count = torch.cuda.device_count()
+    return f"cuda:{partition_id % count}" if count > 1 else None
+
+
 def default_batch_size(device: torch.device) -> int:
     return DEFAULT_BATCH_SIZE.get(device.type, DEFAULT_BATCH_SIZE["cpu"])
 
@@ -126,6 +168,15 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16
     _warn_once(f"{precision} is not supported on this CPU; running fp32")
     return None
+
+
+def check_precision(precision: str, device: str) -> None:
+    """On the driver: warn now, not only in worker logs, when a precision will run as fp32.
+
+    The driver's CPU stands in for the executors'; the workers check their own as well.
+    """
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        autocast_dtype(precision, torch.device("cpu"))
 
 
 @lru_cache(maxsize=1)
@@ -164,54 +215,102 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def _build_torchvision(config: ExtractorConfig) -> tuple[nn.Module, Transform, int]:
+def _build(config: ExtractorConfig) -> tuple[nn.Module, Transform]:
+    """The feature trunk (classifier removed) and its preprocessing, on the CPU."""
+    state: dict[str, torch.Tensor] | None = None
+    if config.checkpoint is not None:
+        loaded = read_checkpoint(config.checkpoint, config.trust_checkpoint)
+        if isinstance(loaded, nn.Module):  # a trusted full model brings its architecture
+            if any(isinstance(m, nn.Linear) for m in loaded.modules()):
+                _strip_classifier(loaded)
+            return loaded, config.transform or default_transform()
+        state = loaded
+    if callable(config.model):  # a factory returns the trunk itself
+        with _seeded(config.seed):
+            module = config.model()
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"model factory returned {type(module).__name__}, expected nn.Module")
+        if state is not None:
+            _load_state(module, state, config.checkpoint, None)
+        return module, config.transform or default_transform()
+
     import torchvision.models
 
-    name = config.model
-    assert isinstance(name, str)
-    builder = torchvision.models.get_model_builder(name)
-    weights = config.weights
-    if weights is not None and config.checkpoint is None:
-        enum = resolve_weights(name, weights)
-        ensure_weights(name, enum)
+    builder = torchvision.models.get_model_builder(config.model)
+    if config.weights is not None and state is None:
+        enum = resolve_weights(config.model, config.weights)
+        ensure_weights(config.model, enum)
         module = builder(weights=enum)
-        transform: Transform = enum.transforms()
-        _, dim = _strip_classifier(module)
-        return module, config.transform or transform, dim
+        _strip_classifier(module)
+        return module, config.transform or enum.transforms()
     with _seeded(config.seed):
         module = builder(weights=None)
-    head, dim = _strip_classifier(module)
-    if config.checkpoint is not None:
-        load_checkpoint_into(module, config.checkpoint, ignore_prefix=head + ".")
-    return module, config.transform or default_transform(), dim
+    head, _ = _strip_classifier(module)
+    if state is not None:
+        _load_state(module, state, config.checkpoint, head + ".")
+    return module, config.transform or default_transform()
 
 
-def _build_factory(config: ExtractorConfig) -> tuple[nn.Module, Transform, int]:
-    assert callable(config.model)
-    with _seeded(config.seed):
-        module = config.model()
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"model factory returned {type(module).__name__}, expected nn.Module")
-    if config.checkpoint is not None:
-        load_checkpoint_into(module, config.checkpoint)
-    transform = config.transform or default_transform()
-    return module, transform, _probe_dim(module.eval(), transform)
-
-
-def _probe_dim(module: nn.Module, transform: Transform) -> int:
-    """A factory's feature size: one forward pass on a blank image, at load time."""
+def _example_batch(transform: Transform) -> torch.Tensor:
+    """Two preprocessed noise images: the input for tracing, checking and the feature size."""
+    import numpy as np
     from PIL import Image
 
-    sample = transform(Image.new("RGB", (256, 256)))
-    with torch.inference_mode():
-        out = module(sample.unsqueeze(0))
+    pixels = np.random.default_rng(0).integers(0, 256, (288, 320, 3), dtype=np.uint8)
+    images = [Image.fromarray(pixels), Image.fromarray(pixels[::-1].copy())]
+    tensors = [transform(image) for image in images]
+    for t in tensors:
+        if not isinstance(t, torch.Tensor) or t.ndim != 3 or not t.is_floating_point():
+            got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise TypeError(f"transform must return a float CHW image tensor, got {got}")
+    return torch.stack(tensors).contiguous(memory_format=torch.channels_last)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _run(module: nn.Module, batch: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    with torch.inference_mode(), autocast(batch.device, dtype):
+        out = module(batch)
     if not isinstance(out, torch.Tensor):
-        raise TypeError(f"the model factory's module returned {type(out).__name__}, not a Tensor")
-    return int(out[0].numel())
+        raise TypeError(f"the model returned {type(out).__name__}, expected a Tensor")
+    return out.reshape(batch.shape[0], -1).float()
 
 
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """Read a state_dict without running any pickled code from the file."""
+def _freeze(module: nn.Module, example: torch.Tensor, dtype: torch.dtype | None) -> nn.Module:
+    """A traced, frozen graph with oneDNN fusions (conv+bn folded, weights prepacked).
+
+    Measured 1.2-1.3x eager on ResNet-50 on one CPU core. The result is checked against eager
+    on a batch of another size; any failure or difference keeps eager PyTorch.
+    torch.jit is deprecated in favour of torch.compile, which takes minutes per worker here.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.inference_mode(), autocast(example.device, dtype):
+                traced = torch.jit.trace(module, example, check_trace=False)  # type: ignore[no-untyped-call]
+                frozen = torch.jit.optimize_for_inference(traced)
+            check = torch.cat([example, example[:1]])
+            want, got = _run(module, check, dtype), _run(frozen, check, dtype)
+    except Exception as exc:
+        _warn_once(f"cannot optimize the model for inference ({first_line(exc)}); running eager")
+        return module
+    error = ((got - want).norm(dim=1) / want.norm(dim=1).clamp_min(1e-12)).max().item()
+    if not error <= (1e-4 if dtype is None else 2e-2):
+        _warn_once(f"the optimized model differs from eager by {error:.2g}; running eager")
+        return module
+    return cast(nn.Module, frozen)
+
+
+def read_checkpoint(path: str, trust: bool = False) -> dict[str, torch.Tensor] | nn.Module:
+    """A checkpoint's state_dict, read without running pickled code from the file.
+
+    A pickled full model (torch.save(model)) is loaded only with `trust=True`, since
+    unpickling it runs whatever code the file names.
+    """
     try:
         if path.lower().endswith(".safetensors"):
             from safetensors.torch import load_file
@@ -219,42 +318,131 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
             obj: Any = load_file(path, device="cpu")
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise CheckpointError(_unreadable(path, exc)) from exc
+        if not trust:
+            raise CheckpointError(
+                f"checkpoint {path!r} holds pickled Python objects (for example a full model "
+                f"saved with torch.save(model)), and loading it would run code from the file. "
+                f"Save model.state_dict() (or .safetensors) instead, or pass "
+                f"trust_checkpoint=True if you trust where the file came from"
+            ) from exc
+        obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise CheckpointError(
-            f"cannot read checkpoint {path!r} as a state_dict ({first_line(exc)}). featurex loads "
-            f"tensors only (torch.save(model.state_dict(), path) or .safetensors), never "
-            f"pickled objects"
-        ) from exc
+        raise CheckpointError(_unreadable(path, exc)) from exc
+    if trust and isinstance(obj, nn.Module):
+        return obj
+    return _as_state_dict(obj, path)
+
+
+def _unreadable(path: str, exc: BaseException) -> str:
+    return (
+        f"cannot read checkpoint {path!r} ({first_line(exc)}). featurex loads state_dicts: "
+        f"torch.save(model.state_dict(), path) or .safetensors"
+    )
+
+
+def _as_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
     for wrapper in ("state_dict", "model"):  # common training-loop layouts
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"checkpoint {path!r} is not a state_dict of tensors")
-    state = dict(obj)
+    return _strip_ddp(obj)
+
+
+def _strip_ddp(state: Mapping[str, _V]) -> dict[str, _V]:
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel/DDP
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    return state
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return dict(state)
 
 
-def load_checkpoint_into(module: nn.Module, path: str, ignore_prefix: str | None = None) -> None:
-    """Load a state_dict strictly, except for keys of the removed classifier head."""
-    state = read_state_dict(path)
-    if ignore_prefix:  # the head is replaced by Identity, so any class count fits
-        state = {k: v for k, v in state.items() if not k.startswith(ignore_prefix)}
+def _checkpoint_shapes(path: str, trust: bool) -> dict[str, tuple[int, ...]] | None:
+    """Key -> shape, cheaply (a safetensors header, or a memory-mapped torch.load).
+
+    None for a trusted full model, which brings its own architecture.
+    """
+    obj: Any
     try:
-        result = module.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        detail = str(exc).strip().splitlines()
-        raise CheckpointError(
-            f"checkpoint {path!r} does not fit the model: {' '.join(detail[1:3]).strip()}"
-        ) from exc
+        if path.lower().endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as f:
+                return _strip_ddp({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, pickle.UnpicklingError):
+        # Legacy (non-zip) files cannot be memory-mapped; pickled objects are refused or,
+        # when trusted, loaded: read_checkpoint says which, with the right message.
+        obj = read_checkpoint(path, trust)
+    except Exception as exc:
+        raise CheckpointError(_unreadable(path, exc)) from exc
+    if isinstance(obj, nn.Module):
+        return None
+    return {k: tuple(v.shape) for k, v in _as_state_dict(obj, path).items()}
+
+
+def check_checkpoint(config: ExtractorConfig) -> None:
+    """On the driver: a checkpoint that cannot fit the model fails before any job runs.
+
+    The model is built on the meta device (no memory, no init), so this costs milliseconds.
+    """
+    path = config.checkpoint
+    assert path is not None
+    shapes = _checkpoint_shapes(path, config.trust_checkpoint)
+    if shapes is None:
+        return
+    try:
+        with torch.device("meta"):
+            if isinstance(config.model, str):
+                import torchvision.models
+
+                module = torchvision.models.get_model_builder(config.model)(weights=None)
+                head: str | None = _strip_classifier(module)[0] + "."
+            else:
+                module, head = config.model(), None
+    except Exception as exc:  # a factory that cannot build on meta: the worker checks
+        log.debug("skipping the driver-side checkpoint check: %s", exc)
+        return
+    _check_fit(module, shapes, path, head)
+
+
+def _check_fit(
+    module: nn.Module, shapes: Mapping[str, tuple[int, ...]], path: str, ignore_prefix: str | None
+) -> None:
+    """Every model key present with its shape, no extra keys (the removed head aside)."""
+    if ignore_prefix:  # the head is replaced by Identity, so any class count fits
+        shapes = {k: v for k, v in shapes.items() if not k.startswith(ignore_prefix)}
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    missing = [k for k in expected if k not in shapes]
+    unexpected = [k for k in shapes if k not in expected]
+    wrong = [
+        f"{k} {shapes[k]} vs {expected[k]}"
+        for k in expected
+        if k in shapes and shapes[k] != expected[k]
+    ]
     problems = [
-        f"{kind} keys {_few(keys)}"
-        for kind, keys in (("missing", result.missing_keys), ("unexpected", result.unexpected_keys))
+        f"{kind} {_few(keys)}"
+        for kind, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches (checkpoint vs model)", wrong),
+        )
         if keys
     ]
     if problems:
         raise CheckpointError(f"checkpoint {path!r} does not fit the model: {', '.join(problems)}")
+
+
+def _load_state(
+    module: nn.Module, state: dict[str, torch.Tensor], path: str | None, ignore_prefix: str | None
+) -> None:
+    """Load a state_dict strictly, except for keys of the removed classifier head."""
+    assert path is not None
+    _check_fit(module, {k: tuple(v.shape) for k, v in state.items()}, path, ignore_prefix)
+    if ignore_prefix:
+        state = {k: v for k, v in state.items() if not k.startswith(ignore_prefix)}
+    module.load_state_dict(state)
 
 
 def _few(keys: list[str], n: int = 4) -> str:
@@ -263,17 +451,42 @@ def _few(keys: list[str], n: int = 4) -> str:
     return f"[{shown}{more}]"
 
 
-def load_model(config: ExtractorConfig) -> LoadedModel:
-    """Build the model described by a config. Slow; callers go through the cache."""
-    device = resolve_device(config.device)
-    build = _build_torchvision if isinstance(config.model, str) else _build_factory
-    module, transform, dim = build(config)
-    dtype = autocast_dtype(config.precision, device)
+def load_model(config: ExtractorConfig, device: str | None = None) -> LoadedModel:
+    """Build the model described by a config, on `device` (default: the config's).
+
+    Slow; callers go through the cache.
+    """
+    target = resolve_device(device or config.device)
+    module, transform = _build(config)
+    dtype = autocast_dtype(config.precision, target)
     # channels_last lets oneDNN and cuDNN pick their fastest convolution kernels.
-    module = module.eval().to(device).to(memory_format=torch.channels_last)
+    module = module.eval().to(target).to(memory_format=torch.channels_last)
     for p in module.parameters():
         p.requires_grad_(False)
+    example = _example_batch(transform).to(target)
+    if config.optimize and target.type == "cpu":
+        module = _freeze(module, example, dtype)
+    dim = int(_run(module, example, dtype).shape[1])
+    resize = getattr(transform, "resize_size", None)  # torchvision's presets expose it
+    resize_size = min(resize) if isinstance(resize, list | tuple) and resize else None
     log.info(
-        "featurex loaded %s on %s (dim=%s, autocast=%s)", config.describe(), device, dim, dtype
+        "featurex loaded %s on %s (dim=%s, autocast=%s)", config.describe(), target, dim, dtype
     )
-    return LoadedModel(module, transform, dim, device, dtype)
+    loaded = LoadedModel(module, transform, dim, target, dtype, resize_size)
+    del module
+    _trim_heap()
+    return loaded
+
+
+def _trim_heap() -> None:
+    """Give the heap freed by the build back to the OS.
+
+    Building and freezing leaves the eager weights freed but still resident in glibc's heap:
+    about 200 MB of worker RSS for ResNet-50, measured. No-op without glibc.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

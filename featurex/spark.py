@@ -1,4 +1,4 @@
-"""The Spark adapter: the only module that imports pyspark.
+"""The Spark adapter: the only module of the core that imports pyspark.
 
 `image_features` validates its arguments into an `ExtractorConfig` on the driver and returns
 a Column backed by a scalar-iterator pandas UDF. The UDF's closure holds that config and
@@ -9,25 +9,41 @@ process cache, and reuses it for every batch, task and job with the same config.
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import Column
 from pyspark.sql.pandas.functions import pandas_udf as _pandas_udf
-from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
+from pyspark.sql.types import (
+    ArrayType,
+    BinaryType,
+    DataType,
+    FloatType,
+    StringType,
+    StructField,
+    StructType,
+)
 
 from .config import DEFAULT_MAX_PIXELS, ExtractorConfig, ModelFactory, OnError, Precision, Transform
+from .decode import PixelRecord
 from .errors import ConfigError
 from .extractor import FeatureExtractor
+from .models import task_device
 
+InputType = Literal["auto", "bytes", "image", "path"]
+INPUT_TYPES: tuple[str, ...] = get_args(InputType)
 FEATURES_TYPE = ArrayType(FloatType(), containsNull=False)
-# pyspark's stubs have no overload for an iterator UDF that returns DataFrames (a struct).
-pandas_udf: Any = _pandas_udf
 WITH_ERRORS_TYPE = StructType(
     [StructField("features", FEATURES_TYPE), StructField("error", StringType())]
 )
+# The fields of Spark's image data source struct that decoding needs.
+IMAGE_FIELDS = ("height", "width", "nChannels", "data")
+# pyspark's stubs have no overload for an iterator UDF that returns DataFrames (a struct).
+pandas_udf: Any = _pandas_udf
 
 
 def image_features(
@@ -40,14 +56,24 @@ def image_features(
     on_error: OnError = "null",
     with_errors: bool = False,
     *,
+    input_type: InputType = "auto",
+    path_col: Column | str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     decode_threads: int | None = None,
+    fast_decode: bool = False,
+    optimize: bool = True,
+    trust_checkpoint: bool = False,
     seed: int = 0,
     transform: Transform | None = None,
 ) -> Column:
-    """A Column of image feature vectors from a column of image bytes.
+    """A Column of image feature vectors.
 
-    Returns `array<float>` (null where an image could not be decoded) or, with
+    `col` holds encoded image bytes (binaryFile's `content`), paths or URIs read on the
+    executors (a string column), or Spark's image data source struct; `input_type="auto"`
+    tells them apart by type. `path_col` (for example binaryFile's `path`) names rows in
+    the error raised with `on_error="raise"`.
+
+    Returns `array<float>` (null where an image could not be used) or, with
     `with_errors=True`, `struct<features: array<float>, error: string>`.
     """
     config = ExtractorConfig(
@@ -61,65 +87,185 @@ def image_features(
         decode_threads=decode_threads,
         on_error=on_error,
         max_pixels=max_pixels,
+        fast_decode=fast_decode,
+        optimize=optimize,
+        trust_checkpoint=trust_checkpoint,
     )
-    return features_column(col, config, with_errors)
+    return features_column(col, config, with_errors, input_type, path_col)
 
 
 def features_column(
-    col: Column | str, config: ExtractorConfig, with_errors: bool = False
+    col: Column | str,
+    config: ExtractorConfig,
+    with_errors: bool = False,
+    input_type: InputType = "auto",
+    path_col: Column | str | None = None,
 ) -> Column:
     """The Column for an already validated config."""
     if not isinstance(with_errors, bool):
         raise ConfigError(f"with_errors must be True or False, got {with_errors!r}")
-    if not isinstance(col, Column | str):
+    if input_type not in INPUT_TYPES:
         raise ConfigError(
-            f"col must be a column name or a Column of image bytes, got {type(col).__name__}"
+            f"unknown input_type {input_type!r}: expected one of "
+            f"{', '.join(map(repr, INPUT_TYPES))}"
         )
-    column: Column = features_udf(config, with_errors)(col)
+    for name, value in (("col", col), ("path_col", path_col)):
+        if not isinstance(value, Column | str) and not (name == "path_col" and value is None):
+            raise ConfigError(f"{name} must be a column name or a Column, got {value!r}")
+    udf = features_udf(config, with_errors, input_type, path_col is not None)
+    column: Column = udf(col) if path_col is None else udf(col, path_col)
     return column
 
 
-def features_udf(config: ExtractorConfig, with_errors: bool = False) -> Any:
-    """The pandas UDF itself. Its function closes over `config` and nothing else."""
+def input_kind(data_type: DataType, input_type: InputType = "auto") -> str:
+    """On the driver: "bytes", "path" or "image" for a column's Spark type, or a ConfigError.
+
+    For callers that see the DataFrame (the Transformer, the CLI): a wrong column fails at
+    analysis, before any job, naming Spark's type.
+    """
+    if isinstance(data_type, BinaryType):
+        kind = "bytes"
+    elif isinstance(data_type, StringType):
+        kind = "path"
+    elif isinstance(data_type, StructType) and set(IMAGE_FIELDS) <= set(data_type.fieldNames()):
+        kind = "image"
+    else:
+        raise ConfigError(
+            f"the input column has Spark type {data_type.simpleString()}: featurex expects "
+            f"binary image bytes (binaryFile's 'content'), a string column of paths, or the "
+            f"struct of spark.read.format('image') (its 'image' column)"
+        )
+    if input_type not in ("auto", kind):
+        raise ConfigError(
+            f"input_type={input_type!r}, but the input column has Spark type "
+            f"{data_type.simpleString()}, which is input_type={kind!r}"
+        )
+    return kind
+
+
+def features_udf(
+    config: ExtractorConfig,
+    with_errors: bool = False,
+    input_type: InputType = "auto",
+    named: bool = False,
+) -> Any:
+    """The pandas UDF itself. Its function closes over `config` and two flags, nothing else."""
     if with_errors:
 
-        def features_and_errors(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-            for features, errors in _stream(config, batches):
+        def features_and_errors(batches: Iterator[Any]) -> Iterator[pd.DataFrame]:
+            for features, errors in _stream(config, batches, input_type, named):
                 yield pd.DataFrame({"features": features, "error": errors})
 
-        return pandas_udf(features_and_errors, WITH_ERRORS_TYPE)
+        return _scalar_iter_udf(features_and_errors, named, pd.DataFrame, WITH_ERRORS_TYPE)
 
-    def features_only(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
-        for features, _ in _stream(config, batches):
+    def features_only(batches: Iterator[Any]) -> Iterator[pd.Series]:
+        for features, _ in _stream(config, batches, input_type, named):
             yield features
 
-    return pandas_udf(features_only, FEATURES_TYPE)
+    return _scalar_iter_udf(features_only, named, pd.Series, FEATURES_TYPE)
+
+
+def _scalar_iter_udf(fn: Any, named: bool, out: type, return_type: DataType) -> Any:
+    # pandas_udf tells the UDF kind from the annotations: one column in (a Series, or a
+    # DataFrame for a struct) or a tuple of two, one batch out per batch in.
+    fn.__annotations__ = {
+        "batches": Iterator[tuple[pd.Series, pd.Series]] if named else Iterator[pd.Series],
+        "return": Iterator[out],  # type: ignore[valid-type]
+    }
+    return pandas_udf(fn, return_type)
 
 
 def _stream(
-    config: ExtractorConfig, batches: Iterator[pd.Series]
+    config: ExtractorConfig, batches: Iterator[Any], input_type: InputType, named: bool
 ) -> Iterator[tuple[pd.Series, list[str | None]]]:
-    """Runs in the Python worker: Arrow batches of bytes -> Series of float32 arrays."""
-    extractor = FeatureExtractor.from_config(config)
-    inputs = (_as_bytes(series) for series in batches)
-    for features, errors in extractor.extract_batches(inputs):
+    """Runs in the Python worker: Arrow batches in, Series of float32 arrays out."""
+    extractor = FeatureExtractor.from_config(config, _task_device(config))
+    if named:  # (input, names) pairs: split them in lockstep
+        left, right = itertools.tee(batches)
+        inputs = (_items(pair[0], input_type) for pair in left)
+        names = (pair[1].tolist() for pair in right)
+        results = extractor.extract_batches(inputs, names)
+    else:
+        results = extractor.extract_batches(_items(batch, input_type) for batch in batches)
+    for features, errors in results:
         rows: list[np.ndarray | None] = [
             None if err is not None else row for row, err in zip(features, errors, strict=True)
         ]
         yield pd.Series(rows, dtype=object), errors
 
 
-def _as_bytes(series: pd.Series) -> list[object]:
-    """The batch as a list, refusing a column that is not binary with a clear message."""
-    values = series.tolist()
-    for value in values:
-        if value is None:
-            continue
-        if not isinstance(value, bytes | bytearray | memoryview):
-            raise TypeError(
-                f"featurex.image_features expects a binary column of encoded image bytes "
-                f"(for example the 'content' column of spark.read.format('binaryFile')), "
-                f"but got values of type {type(value).__name__}: {str(value)[:60]!r}"
+def _task_device(config: ExtractorConfig) -> str | None:
+    """The GPU Spark assigned to this task (its `gpu` resource), if any."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    if context is None:
+        return None
+    gpus = context.resources().get("gpu")
+    return task_device(
+        config.device,
+        list(gpus.addresses) if gpus is not None else [],
+        context.partitionId(),
+        os.environ.get("CUDA_VISIBLE_DEVICES"),
+    )
+
+
+def _items(batch: pd.Series | pd.DataFrame, input_type: InputType) -> list[object]:
+    """One Arrow batch as engine inputs, refusing a column of the wrong type clearly."""
+    if isinstance(batch, pd.DataFrame):  # a struct column arrives as a DataFrame
+        missing = [f for f in IMAGE_FIELDS if f not in batch.columns]
+        if missing or input_type not in ("auto", "image"):
+            raise TypeError(_wrong_type(input_type, f"struct<{','.join(batch.columns)}>"))
+        origins = batch["origin"] if "origin" in batch.columns else itertools.repeat(None)
+        return [
+            None
+            if data is None or pd.isna(height)
+            else PixelRecord(int(height), int(width), int(channels), bytes(data), origin)
+            for height, width, channels, data, origin in zip(
+                batch["height"],
+                batch["width"],
+                batch["nChannels"],
+                batch["data"],
+                origins,
+                strict=False,  # origins may be an endless repeat(None)
             )
-        break  # one column has one type: the first non-null value tells
+        ]
+    values = batch.tolist()
+    first = next((v for v in values if v is not None), None)
+    if first is None:
+        return values
+    kind = (
+        "bytes"
+        if isinstance(first, bytes | bytearray | memoryview)
+        else "path"
+        if isinstance(first, str)
+        else None
+    )
+    if kind is None or input_type not in ("auto", kind):
+        spark_type = _SPARK_TYPES.get(type(first), type(first).__name__)
+        raise TypeError(_wrong_type(input_type, f"{spark_type} (for example {str(first)[:60]!r})"))
     return values
+
+
+_SPARK_TYPES = {
+    bytes: "binary",
+    str: "string",
+    int: "an integral type",
+    float: "double or float",
+    bool: "boolean",
+    list: "array",
+    np.ndarray: "array",
+}
+
+
+def _wrong_type(input_type: str, got: str) -> str:
+    expected = {
+        "auto": "binary image bytes, a string column of paths, or Spark's image struct",
+        "bytes": "binary image bytes (for example the 'content' column of binaryFile)",
+        "path": "a string column of paths or URIs",
+        "image": "the struct of spark.read.format('image') (its 'image' column)",
+    }[input_type]
+    return (
+        f"featurex.image_features (input_type={input_type!r}) expects {expected}, "
+        f"but the column holds {got}"
+    )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from models_for_tests import tiny_cnn
 
 import featurex as fx
 from featurex.config import ExtractorConfig
@@ -80,17 +81,17 @@ def test_rewritten_checkpoint_gets_a_new_key(tmp_path: Path) -> None:
     import os
 
     path = tmp_path / "m.pth"
-    path.write_bytes(b"one")
-    first = ExtractorConfig(model="resnet18", weights=str(path)).key
-    path.write_bytes(b"second version")
+    torch.save(tiny_cnn().state_dict(), path)
+    first = ExtractorConfig(model=tiny_cnn, weights=str(path)).key
+    torch.save(tiny_cnn().state_dict(), path)
     os.utime(path, ns=(1, 1))
-    assert ExtractorConfig(model="resnet18", weights=str(path)).key != first
+    assert ExtractorConfig(model=tiny_cnn, weights=str(path)).key != first
 
 
 def test_checkpoint_path_becomes_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "m.pth").write_bytes(b"")
+    torch.save(tiny_cnn().state_dict(), tmp_path / "m.pth")
     monkeypatch.chdir(tmp_path)
-    config = ExtractorConfig(model="resnet18", weights="m.pth")
+    config = ExtractorConfig(model=tiny_cnn, weights="m.pth")
     assert config.weights == str(tmp_path / "m.pth")
     assert config.checkpoint == str(tmp_path / "m.pth")
 
@@ -113,3 +114,14 @@ def test_equal_configs_share_a_key_and_model_changes_do_not() -> None:
         ExtractorConfig(model="resnet18", weights="DEFAULT"),
     ):
         assert other.key != a.key
+
+
+def test_a_precision_this_cpu_cannot_run_is_reported_on_the_driver(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from featurex.models import _warn_once
+
+    _warn_once.cache_clear()
+    with caplog.at_level("WARNING", logger="featurex.models"):
+        ExtractorConfig(model="resnet18", weights=None, device="cpu", precision="fp16")
+    assert "fp16 is not supported on this CPU; running fp32" in caplog.text

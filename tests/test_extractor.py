@@ -74,15 +74,20 @@ def test_a_factory_with_every_row_failed_keeps_its_width() -> None:
 def test_a_transform_that_does_not_crop_fails_clearly() -> None:
     from torchvision.transforms import functional as TF
 
-    extractor = fx.FeatureExtractor(
-        "resnet18", weights=None, device="cpu", transform=TF.pil_to_tensor
-    )
+    extractor = fx.FeatureExtractor("resnet18", weights=None, device="cpu", transform=TF.to_tensor)
     with pytest.raises(ValueError, match="transform returned tensors of different shapes"):
         extractor.extract([jpeg(100, 80), jpeg(90, 70)])
+    uint8 = fx.FeatureExtractor("resnet18", weights=None, device="cpu", transform=TF.pil_to_tensor)
+    with pytest.raises(
+        TypeError, match=r"a float CHW image tensor, got \(3, 288, 320\) torch\.uint8"
+    ):
+        uint8.extract([jpeg(100, 80)])
     not_a_tensor = fx.FeatureExtractor(
         "resnet18", weights=None, device="cpu", transform=lambda image: image
     )
-    with pytest.raises(TypeError, match="transform must return a CHW image tensor, got Image"):
+    with pytest.raises(
+        TypeError, match="transform must return a float CHW image tensor, got Image"
+    ):
         not_a_tensor.extract([jpeg(100, 80)])
 
 

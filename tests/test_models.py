@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -15,7 +16,14 @@ from safetensors.torch import save_file
 import featurex as fx
 from featurex.config import ExtractorConfig
 from featurex.errors import CheckpointError, WeightsUnavailableError
-from featurex.models import ensure_weights, load_model, resolve_weights
+from featurex.models import (
+    ensure_weights,
+    gpu_ordinal,
+    load_model,
+    read_checkpoint,
+    resolve_weights,
+    task_device,
+)
 
 
 @pytest.mark.parametrize(
@@ -88,20 +96,52 @@ def test_checkpoint_with_another_head_and_ddp_prefix_loads(tmp_path: Path) -> No
     assert_close(features, reference_features(images, "resnet18", state_dict=state))
 
 
-def test_checkpoint_that_does_not_fit_names_keys(tmp_path: Path) -> None:
+def test_checkpoint_that_does_not_fit_fails_on_the_driver_naming_keys(tmp_path: Path) -> None:
     torch.manual_seed(0)
     path = tmp_path / "resnet34.pth"
     torch.save(torchvision.models.resnet34().state_dict(), path)
+    # At construction (on the driver, before any job), from the file's keys and a meta model.
+    with pytest.raises(
+        CheckpointError, match=r"does not fit the model: unexpected keys \[layer1\.2\."
+    ):
+        ExtractorConfig(model="resnet18", weights=str(path), device="cpu")
+
+
+def test_checkpoint_with_wrong_shapes_fails_on_the_driver(tmp_path: Path) -> None:
+    state = _trained_resnet18()
+    state["conv1.weight"] = torch.zeros(64, 1, 7, 7)  # a grayscale stem
+    path = tmp_path / "gray.safetensors"
+    save_file(state, path)
+    with pytest.raises(
+        CheckpointError,
+        match=r"shape mismatches .*conv1\.weight \(64, 1, 7, 7\) vs \(64, 3, 7, 7\)",
+    ):
+        ExtractorConfig(model="resnet18", weights=str(path))
+
+
+def test_checkpoint_replaced_after_validation_is_still_checked_in_the_worker(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "model.pth"
+    torch.save(_trained_resnet18(), path)
     config = ExtractorConfig(model="resnet18", weights=str(path), device="cpu")
-    with pytest.raises(CheckpointError, match=r"does not fit the model: unexpected keys \[layer"):
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet34().state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"unexpected keys \[layer1\.2\."):
         load_model(config)
 
 
-def test_pickled_full_model_is_refused(tmp_path: Path) -> None:
+def test_pickled_full_model_is_refused_unless_trusted(tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    net = torchvision.models.resnet18()
     path = tmp_path / "full.pth"
-    torch.save(torchvision.models.resnet18(), path)  # a pickled module, not a state_dict
-    with pytest.raises(CheckpointError, match="never pickled objects"):
-        load_model(ExtractorConfig(model="resnet18", weights=str(path), device="cpu"))
+    torch.save(net, path)  # a pickled module, not a state_dict
+    with pytest.raises(CheckpointError, match=r"pickled Python objects .* trust_checkpoint=True"):
+        ExtractorConfig(model="resnet18", weights=str(path), device="cpu")
+    images = [jpeg(200, 150, 4)]
+    extractor = fx.FeatureExtractor("resnet18", weights=str(path), trust_checkpoint=True)
+    features, _ = extractor.extract(images)
+    assert_close(features, reference_features(images, "resnet18", state_dict=net.state_dict()))
 
 
 class _Payload:
@@ -118,8 +158,10 @@ def test_malicious_checkpoint_does_not_run_its_payload(
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
         torch.save({"fc.weight": torch.zeros(1), "x": _Payload()}, f)
-    with pytest.raises(CheckpointError):
-        load_model(ExtractorConfig(model="resnet18", weights=str(path), device="cpu"))
+    with pytest.raises(CheckpointError, match="pickled Python objects"):
+        ExtractorConfig(model="resnet18", weights=str(path), device="cpu")
+    with pytest.raises(CheckpointError, match="pickled Python objects"):
+        read_checkpoint(str(path))  # the worker's reader refuses it too
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -130,7 +172,80 @@ def test_factory_model_with_checkpoint(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     path.write_bytes(buffer.getvalue())
-    extractor = fx.FeatureExtractor(model=tiny_cnn, weights=str(path), device="cpu")
+    extractor = fx.FeatureExtractor(model=tiny_cnn, weights=str(path), device="cpu", optimize=False)
     assert extractor.dim == 8
     first = extractor.loaded.module[0].weight
     assert torch.equal(first, state["0.weight"])
+
+
+def test_cpu_models_run_as_a_checked_frozen_graph() -> None:
+    images = [jpeg(200, 150, 5), jpeg(150, 220, 6), jpeg(90, 90, 7)]
+    optimized = fx.FeatureExtractor("resnet18", weights=None, device="cpu")
+    eager = fx.FeatureExtractor("resnet18", weights=None, device="cpu", optimize=False)
+    assert isinstance(optimized.loaded.module, torch.jit.ScriptModule)
+    assert not isinstance(eager.loaded.module, torch.jit.ScriptModule)
+    assert_close(optimized.extract(images)[0], eager.extract(images)[0])
+    assert_close(optimized.extract(images)[0], reference_features(images, "resnet18"))
+
+
+class _BatchDependent(torch.nn.Module):
+    """Python control flow on the batch size: tracing would bake in one branch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = x.mean(dim=(2, 3))
+        return pooled if x.shape[0] < 3 else pooled * 2
+
+
+def test_a_model_that_traces_wrongly_stays_eager(caplog: pytest.LogCaptureFixture) -> None:
+    extractor = fx.FeatureExtractor(model=_BatchDependent, weights=None, device="cpu")
+    with caplog.at_level("WARNING", logger="featurex.models"):
+        module = extractor.loaded.module
+    assert isinstance(module, _BatchDependent)
+    assert "the optimized model differs from eager" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("address", "visible", "ordinal"),
+    [
+        ("0", None, 0),
+        ("3", None, 3),
+        ("3", "2,3", 1),
+        ("GPU-9f", "GPU-1a,GPU-9f", 1),
+        ("1", "5,6", 1),
+    ],
+)
+def test_gpu_ordinal_respects_cuda_visible_devices(
+    address: str, visible: str | None, ordinal: int
+) -> None:
+    assert gpu_ordinal(address, visible) == ordinal
+
+
+def test_gpu_ordinal_refuses_an_address_it_cannot_see() -> None:
+    with pytest.raises(
+        ValueError, match=r"GPU address '7' .* not among CUDA_VISIBLE_DEVICES='2,3'"
+    ):
+        gpu_ordinal("7", "2,3")
+
+
+def test_task_device_uses_the_task_gpu_and_lets_explicit_devices_win() -> None:
+    assert task_device("auto", ["2"], partition_id=5, visible_devices="1,2") == "cuda:1"
+    assert task_device("cuda", ["0"], partition_id=5, visible_devices=None) == "cuda:0"
+    assert task_device("cpu", ["0"], partition_id=5, visible_devices=None) is None
+    assert task_device("cuda:1", ["0"], partition_id=5, visible_devices=None) is None
+    if not torch.cuda.is_available():  # no GPU resource and no CUDA: the config's device
+        assert task_device("auto", [], partition_id=5, visible_devices=None) is None
+
+
+def test_fast_decode_features_stay_close_on_big_photos() -> None:
+    from images import encode, photo
+
+    big = [encode(photo(1800, 1200, seed=s), "JPEG", quality=92) for s in range(3)]
+    small = [jpeg(320, 240, 8)]  # under 2x the resize size: no DCT scaling applies
+    exact = fx.FeatureExtractor("resnet18", weights=None, device="cpu")
+    fast = fx.FeatureExtractor("resnet18", weights=None, device="cpu", fast_decode=True)
+    assert fast.loaded.resize_size == 256
+    a, b = exact.extract(big + small)[0], fast.extract(big + small)[0]
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.99, cosine
+    assert np.array_equal(a[3], b[3])
+    assert not np.array_equal(a[0], b[0])  # the big ones really were decoded differently
