@@ -106,15 +106,15 @@ class StandaloneCluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(max(0.1, deadline - time.monotonic()))
         pids |= self.processes()
-        for pid in sorted(_alive(pids)):
+        for pid in sorted(alive(pids)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for proc in (self.worker, self.master):
             proc.wait(10)
         deadline = time.monotonic() + 10
-        while _alive(pids) and time.monotonic() < deadline:
+        while alive(pids) and time.monotonic() < deadline:
             time.sleep(0.1)
-        left = _alive(pids | self.processes())
+        left = alive(pids | self.processes())
         self.stopped_pids |= pids
         if left:
             raise RuntimeError(f"cluster processes still running after stop: {_describe(left)}")
@@ -209,7 +209,7 @@ def _with_cwd_under(folder: Path) -> set[int]:
     return found
 
 
-def _alive(pids: set[int]) -> set[int]:
+def alive(pids: set[int]) -> set[int]:
     """The pids still running (zombies count as ended: only their parent can reap them)."""
     return {pid for pid, _, state in _procs() if pid in pids and state != "Z"}
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from cluster import StandaloneCluster, run_driver, start_cluster
+from cluster import StandaloneCluster, alive, run_driver, start_cluster
 from models_for_tests import assert_close, reference_features
 from pyspark.sql import SparkSession
 
@@ -88,6 +88,18 @@ def test_cluster_features_equal_local_mode_and_torchvision(
     assert_close(cluster_features, reference_features([p.read_bytes() for p in paths]))
 
 
+def test_cluster_ran_on_executors_and_left_no_process(cluster_run: ClusterRun) -> None:
+    loads = [e for e in _events(cluster_run.out, "faulty") if e["event"] == "load"]
+    # The Python workers served executor JVMs of our worker, not the driver...
+    assert loads and all(e["jvm_is_executor"] for e in loads), loads
+    # ... and after stop() nothing is left: master, worker, executors, Python workers.
+    cluster = cluster_run.cluster
+    pids = {cluster.master.pid, cluster.worker.pid} | {e["jvm_pid"] for e in loads}
+    pids |= {e["pid"] for e in loads}
+    assert {cluster.master.pid, cluster.worker.pid} <= cluster.stopped_pids
+    assert not alive(pids), alive(pids)
+
+
 def test_python_worker_killed_on_the_cluster_is_retried(
     cluster_run: ClusterRun, image_dir: Path
 ) -> None:
@@ -121,11 +133,11 @@ def _check_fault_run(out: Path, image_dir: Path, driver_stderr: str) -> None:
 
     killed = [e for e in events if attempt_of(e) == 0]
     assert {e["pid"] for e in killed} == {kill["pid"]}
-    # ... after its first batch of 2 images had gone through the model (not just at load).
-    assert [e["rows"] for e in killed if e["event"] == "forward"][-1] == 2
-    retried = [e for e in events if attempt_of(e) == 1 and e["event"] == "forward"]
-    # The retry ran both batches of the task (after a load-time probe, in a new worker).
-    assert [e["rows"] for e in retried][-2:] == [2, 2]
+    # ... after its first batch of 2 images had gone through the model (not at load time).
+    assert [e["rows"] for e in killed if e.get("images")] == [2] == [kill["rows_before"]]
+    # The retry, in another process, ran both batches of the task.
+    retried = [e for e in events if attempt_of(e) == 1 and e.get("images")]
+    assert [e["rows"] for e in retried] == [2, 2]
     assert kill["pid"] not in {e["pid"] for e in retried}
 
     # Each process loaded the model once; a fresh Python worker loaded it after the kill.
