@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyspark
@@ -76,7 +76,6 @@ class StandaloneCluster:
     worker: subprocess.Popen[bytes]
     url: str
     work_dir: Path
-    stopped_pids: set[int] = field(default_factory=set)
 
     @property
     def logs(self) -> dict[str, Path]:
@@ -97,7 +96,6 @@ class StandaloneCluster:
 
     def stop(self, grace: float = 15.0) -> None:
         pids = self.processes()
-        self.stopped_pids |= pids
         for proc in (self.worker, self.master):  # SIGTERM: the worker kills its executors
             if proc.poll() is None:
                 proc.terminate()
@@ -115,7 +113,6 @@ class StandaloneCluster:
         while alive(pids) and time.monotonic() < deadline:
             time.sleep(0.1)
         left = alive(pids | self.processes())
-        self.stopped_pids |= pids
         if left:
             raise RuntimeError(f"cluster processes still running after stop: {_describe(left)}")
 
