@@ -148,12 +148,47 @@ def prepare(
     """Load and preprocess one input: (tensor, None) on success, (None, reason) otherwise."""
     try:
         image = load_image(item, max_pixels, draft_size)
+        _check_resize(image.size, transform, max_pixels)
     except DecodeError as exc:
         return None, str(exc)
     try:
         return transform(image), None
     except Exception as exc:
         return None, f"preprocessing failed: {_reason(exc)}"
+
+
+def _check_resize(size: tuple[int, int], transform: Transform, max_pixels: int) -> None:
+    """Refuse an image that the transform's first resize would blow up past max_pixels.
+
+    Resizing the short side to 256 turns a legal 20,000x1 strip (a 144-byte PNG) into
+    5,120,000x256 pixels: 13 s and 6 GB for one row. Checked for the resizes whose output
+    is known from the image size: torchvision's presets and a Compose starting with
+    Resize(int); a custom transform bounds its own output.
+    """
+    target = _short_side_target(transform)
+    if target is None:
+        return
+    width, height = size
+    short, long = min(width, height), max(width, height)
+    new_long = int(target * long / short)  # as torchvision computes it
+    if target * new_long > max_pixels:
+        new_w, new_h = (target, new_long) if width <= height else (new_long, target)
+        raise DecodeError(
+            f"image too elongated: {width}x{height} resizes to {new_w}x{new_h} = "
+            f"{new_w * new_h} pixels, over max_pixels={max_pixels}"
+        )
+
+
+def _short_side_target(transform: object) -> int | None:
+    """The short side a transform first resizes images to, when it says so."""
+    steps = getattr(transform, "transforms", None)  # T.Compose
+    first = steps[0] if isinstance(steps, list) and steps else transform
+    size = getattr(first, "resize_size", None)  # torchvision's classification presets
+    if size is None and type(first).__name__ == "Resize" and getattr(first, "max_size", 1) is None:
+        size = getattr(first, "size", None)
+    if isinstance(size, list | tuple) and len(size) == 1:
+        size = size[0]
+    return size if isinstance(size, int) and size > 0 else None
 
 
 def _apply_exif(image: Image.Image) -> Image.Image:

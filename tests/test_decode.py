@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from images import encode, jpeg, photo, with_orientation
 from PIL import Image
 
 from featurex.config import DEFAULT_MAX_PIXELS
-from featurex.decode import DecodeError, decode_image
+from featurex.decode import DecodeError, decode_image, prepare
+from featurex.models import default_transform
 
 
 def decode(data: object, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -129,3 +132,33 @@ def test_pixel_limit_is_checked_before_decoding() -> None:
         DecodeError, match=r"image too large: 300x200 = 60000 pixels, over max_pixels=59999"
     ):
         decode(data, max_pixels=59_999)
+
+
+def test_a_strip_that_resizing_would_blow_up_is_refused_fast() -> None:
+    # 144 bytes and 20,000 pixels, far under the limit; resizing its short side to 256 made
+    # it 5,120,000x256 pixels: 13 s and 6 GB of RSS for one row before this check.
+    strip = encode(Image.new("RGB", (20_000, 1), (10, 200, 30)), "PNG")
+    start = time.perf_counter()
+    tensor, reason = prepare(strip, default_transform(), DEFAULT_MAX_PIXELS)
+    assert time.perf_counter() - start < 1.0
+    assert tensor is None
+    assert reason == (
+        "image too elongated: 20000x1 resizes to 5120000x256 = 1310720000 pixels, "
+        "over max_pixels=89478485"
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "ok"),
+    [((1000, 10), True), ((10, 1000), True), ((10_000, 10), False), ((10, 10_000), False)],
+)
+def test_the_resize_check_follows_a_compose_and_max_pixels(size: tuple[int, int], ok: bool) -> None:
+    from torchvision import transforms as T
+
+    compose = T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor()])
+    tensor, reason = prepare(encode(Image.new("RGB", size), "PNG"), compose, 1_000_000)
+    if ok:  # 3200x32: used
+        assert reason is None and tensor is not None and tuple(tensor.shape) == (3, 32, 32)
+    else:  # 32000x32 = 1,024,000 pixels
+        assert tensor is None and reason is not None
+        assert "resizes to" in reason and "= 1024000 pixels, over max_pixels=1000000" in reason
