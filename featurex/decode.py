@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -84,7 +85,10 @@ def decode_image(data: object, max_pixels: int, draft_size: int | None = None) -
     except DecodeError:
         raise
     except Image.DecompressionBombError as exc:
-        raise DecodeError(f"image too large: {exc}") from exc
+        # Pillow refuses over twice its own limit before we see the size: name our limit.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{found.group(1)} pixels" if found else first_line(exc)
+        raise DecodeError(f"image too large: {size}, over max_pixels={max_pixels}") from exc
     except Exception as exc:  # Pillow raises many types on corrupt data (OSError, SyntaxError...)
         raise DecodeError(_reason(exc)) from exc
 

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from hostile import bomb
 from images import encode, jpeg, photo, with_orientation
 from PIL import Image
 
@@ -162,3 +163,11 @@ def test_the_resize_check_follows_a_compose_and_max_pixels(size: tuple[int, int]
     else:  # 32000x32 = 1,024,000 pixels
         assert tensor is None and reason is not None
         assert "resizes to" in reason and "= 1024000 pixels, over max_pixels=1000000" in reason
+
+
+def test_a_bomb_refused_by_pillow_names_max_pixels() -> None:
+    # Over twice Pillow's own limit, Pillow refuses the image in open(), naming its limit
+    # (178956970), which is not the one the user set.
+    with pytest.raises(DecodeError) as caught:
+        decode(bomb(), max_pixels=4_000_000)
+    assert str(caught.value) == "image too large: 400000000 pixels, over max_pixels=4000000"
