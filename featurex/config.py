@@ -147,9 +147,10 @@ class ExtractorConfig:
             f"trust={self.trust_checkpoint}",
         )
         object.__setattr__(self, "key", "|".join(parts))
-        if self.checkpoint is not None:
-            from .models import check_checkpoint  # torch is imported only when needed
+        from .models import check_checkpoint, check_precision  # imports torch: not at import
 
+        check_precision(self.precision, self.device)
+        if self.checkpoint is not None:
             check_checkpoint(self)
 
     def _check_model_and_weights(self) -> None:

@@ -170,6 +170,15 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def check_precision(precision: str, device: str) -> None:
+    """On the driver: warn now, not only in worker logs, when a precision will run as fp32.
+
+    The driver's CPU stands in for the executors'; the workers check their own as well.
+    """
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        autocast_dtype(precision, torch.device("cpu"))
+
+
 @lru_cache(maxsize=1)
 def _cpu_has_bf16() -> bool:
     return bool(
@@ -463,4 +472,21 @@ def load_model(config: ExtractorConfig, device: str | None = None) -> LoadedMode
     log.info(
         "featurex loaded %s on %s (dim=%s, autocast=%s)", config.describe(), target, dim, dtype
     )
-    return LoadedModel(module, transform, dim, target, dtype, resize_size)
+    loaded = LoadedModel(module, transform, dim, target, dtype, resize_size)
+    del module
+    _trim_heap()
+    return loaded
+
+
+def _trim_heap() -> None:
+    """Give the heap freed by the build back to the OS.
+
+    Building and freezing leaves the eager weights freed but still resident in glibc's heap:
+    about 200 MB of worker RSS for ResNet-50, measured. No-op without glibc.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

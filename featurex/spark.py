@@ -156,13 +156,23 @@ def features_udf(
             for features, errors in _stream(config, batches, input_type, named):
                 yield pd.DataFrame({"features": features, "error": errors})
 
-        return pandas_udf(features_and_errors, WITH_ERRORS_TYPE)
+        return _scalar_iter_udf(features_and_errors, named, pd.DataFrame, WITH_ERRORS_TYPE)
 
     def features_only(batches: Iterator[Any]) -> Iterator[pd.Series]:
         for features, _ in _stream(config, batches, input_type, named):
             yield features
 
-    return pandas_udf(features_only, FEATURES_TYPE)
+    return _scalar_iter_udf(features_only, named, pd.Series, FEATURES_TYPE)
+
+
+def _scalar_iter_udf(fn: Any, named: bool, out: type, return_type: DataType) -> Any:
+    # pandas_udf tells the UDF kind from the annotations: one column in (a Series, or a
+    # DataFrame for a struct) or a tuple of two, one batch out per batch in.
+    fn.__annotations__ = {
+        "batches": Iterator[tuple[pd.Series, pd.Series]] if named else Iterator[pd.Series],
+        "return": Iterator[out],  # type: ignore[valid-type]
+    }
+    return pandas_udf(fn, return_type)
 
 
 def _stream(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +12,12 @@ from images import encode, jpeg, photo, with_orientation
 from PIL import Image
 
 from featurex.config import DEFAULT_MAX_PIXELS
-from featurex.decode import DecodeError, decode_image, prepare
+from featurex.decode import DecodeError, PixelRecord, load_image, prepare
 from featurex.models import default_transform
 
 
 def decode(data: object, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    return decode_image(data, max_pixels)
+    return load_image(data, max_pixels)
 
 
 def _gray16() -> bytes:
@@ -133,6 +134,49 @@ def test_pixel_limit_is_checked_before_decoding() -> None:
         DecodeError, match=r"image too large: 300x200 = 60000 pixels, over max_pixels=59999"
     ):
         decode(data, max_pixels=59_999)
+
+
+def test_paths_and_file_uris_are_read(tmp_path: Path) -> None:
+    data = jpeg(120, 80, seed=3)
+    target = tmp_path / "a b%.jpg"
+    target.write_bytes(data)
+    expected = np.asarray(decode(data))
+    for item in (str(target), target, target.as_uri(), f"file:{target}"):
+        assert np.array_equal(np.asarray(decode(item)), expected), item
+    with pytest.raises(DecodeError, match=r"cannot read 'nope://x/y.jpg': "):
+        decode("nope://x/y.jpg")
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_pixel_records_are_bgr_like_spark(channels: int) -> None:
+    rgb = np.asarray(photo(40, 30, seed=2))
+    if channels == 1:
+        pixels, expected = rgb[:, :, :1], np.repeat(rgb[:, :, :1], 3, axis=2)
+    else:
+        pixels = rgb[:, :, ::-1]  # BGR, as Spark stores it
+        if channels == 4:
+            pixels = np.concatenate([pixels, np.full((30, 40, 1), 7, np.uint8)], axis=2)
+        expected = rgb
+    record = PixelRecord(30, 40, channels, np.ascontiguousarray(pixels).tobytes(), "file:/x.png")
+    assert np.array_equal(np.asarray(decode(record)), expected)
+    with pytest.raises(DecodeError, match=r"invalid image struct: 40x30x3 does not match 10 bytes"):
+        decode(PixelRecord(30, 40, 3, b"0123456789"))
+    with pytest.raises(DecodeError, match=r"image too large: 40x30 = 1200 pixels"):
+        decode(record, max_pixels=1000)
+
+
+def test_draft_decoding_shrinks_big_jpegs_but_never_below_the_resize_size() -> None:
+    big = encode(photo(2400, 1600, seed=1), "JPEG", quality=90)
+    full = load_image(big, DEFAULT_MAX_PIXELS)
+    drafted = load_image(big, DEFAULT_MAX_PIXELS, draft_size=256)
+    assert full.size == (2400, 1600)
+    assert drafted.size == (600, 400)  # 1/4: the largest DCT scale that keeps 400 >= 256
+    assert min(drafted.size) >= 256
+    png = encode(photo(600, 400), "PNG")  # only JPEG has DCT scaling
+    assert load_image(png, DEFAULT_MAX_PIXELS, draft_size=256).size == (600, 400)
+    # The same picture: the downscaled full decode and the draft agree closely.
+    small = np.asarray(full.resize(drafted.size, Image.Resampling.BILINEAR), np.float32)
+    assert np.abs(small - np.asarray(drafted, np.float32)).mean() < 4.0
 
 
 def test_a_strip_that_resizing_would_blow_up_is_refused_fast() -> None:

@@ -78,7 +78,9 @@ def test_a_transform_that_does_not_crop_fails_clearly() -> None:
     with pytest.raises(ValueError, match="transform returned tensors of different shapes"):
         extractor.extract([jpeg(100, 80), jpeg(90, 70)])
     uint8 = fx.FeatureExtractor("resnet18", weights=None, device="cpu", transform=TF.pil_to_tensor)
-    with pytest.raises(TypeError, match=r"a float CHW image tensor, got \(3, 288, 320\) torch\.uint8"):
+    with pytest.raises(
+        TypeError, match=r"a float CHW image tensor, got \(3, 288, 320\) torch\.uint8"
+    ):
         uint8.extract([jpeg(100, 80)])
     not_a_tensor = fx.FeatureExtractor(
         "resnet18", weights=None, device="cpu", transform=lambda image: image

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -15,7 +16,14 @@ from safetensors.torch import save_file
 import featurex as fx
 from featurex.config import ExtractorConfig
 from featurex.errors import CheckpointError, WeightsUnavailableError
-from featurex.models import ensure_weights, load_model, read_checkpoint, resolve_weights
+from featurex.models import (
+    ensure_weights,
+    gpu_ordinal,
+    load_model,
+    read_checkpoint,
+    resolve_weights,
+    task_device,
+)
 
 
 @pytest.mark.parametrize(
@@ -168,3 +176,76 @@ def test_factory_model_with_checkpoint(tmp_path: Path) -> None:
     assert extractor.dim == 8
     first = extractor.loaded.module[0].weight
     assert torch.equal(first, state["0.weight"])
+
+
+def test_cpu_models_run_as_a_checked_frozen_graph() -> None:
+    images = [jpeg(200, 150, 5), jpeg(150, 220, 6), jpeg(90, 90, 7)]
+    optimized = fx.FeatureExtractor("resnet18", weights=None, device="cpu")
+    eager = fx.FeatureExtractor("resnet18", weights=None, device="cpu", optimize=False)
+    assert isinstance(optimized.loaded.module, torch.jit.ScriptModule)
+    assert not isinstance(eager.loaded.module, torch.jit.ScriptModule)
+    assert_close(optimized.extract(images)[0], eager.extract(images)[0])
+    assert_close(optimized.extract(images)[0], reference_features(images, "resnet18"))
+
+
+class _BatchDependent(torch.nn.Module):
+    """Python control flow on the batch size: tracing would bake in one branch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = x.mean(dim=(2, 3))
+        return pooled if x.shape[0] < 3 else pooled * 2
+
+
+def test_a_model_that_traces_wrongly_stays_eager(caplog: pytest.LogCaptureFixture) -> None:
+    extractor = fx.FeatureExtractor(model=_BatchDependent, weights=None, device="cpu")
+    with caplog.at_level("WARNING", logger="featurex.models"):
+        module = extractor.loaded.module
+    assert isinstance(module, _BatchDependent)
+    assert "the optimized model differs from eager" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("address", "visible", "ordinal"),
+    [
+        ("0", None, 0),
+        ("3", None, 3),
+        ("3", "2,3", 1),
+        ("GPU-9f", "GPU-1a,GPU-9f", 1),
+        ("1", "5,6", 1),
+    ],
+)
+def test_gpu_ordinal_respects_cuda_visible_devices(
+    address: str, visible: str | None, ordinal: int
+) -> None:
+    assert gpu_ordinal(address, visible) == ordinal
+
+
+def test_gpu_ordinal_refuses_an_address_it_cannot_see() -> None:
+    with pytest.raises(
+        ValueError, match=r"GPU address '7' .* not among CUDA_VISIBLE_DEVICES='2,3'"
+    ):
+        gpu_ordinal("7", "2,3")
+
+
+def test_task_device_uses_the_task_gpu_and_lets_explicit_devices_win() -> None:
+    assert task_device("auto", ["2"], partition_id=5, visible_devices="1,2") == "cuda:1"
+    assert task_device("cuda", ["0"], partition_id=5, visible_devices=None) == "cuda:0"
+    assert task_device("cpu", ["0"], partition_id=5, visible_devices=None) is None
+    assert task_device("cuda:1", ["0"], partition_id=5, visible_devices=None) is None
+    if not torch.cuda.is_available():  # no GPU resource and no CUDA: the config's device
+        assert task_device("auto", [], partition_id=5, visible_devices=None) is None
+
+
+def test_fast_decode_features_stay_close_on_big_photos() -> None:
+    from images import encode, photo
+
+    big = [encode(photo(1800, 1200, seed=s), "JPEG", quality=92) for s in range(3)]
+    small = [jpeg(320, 240, 8)]  # under 2x the resize size: no DCT scaling applies
+    exact = fx.FeatureExtractor("resnet18", weights=None, device="cpu")
+    fast = fx.FeatureExtractor("resnet18", weights=None, device="cpu", fast_decode=True)
+    assert fast.loaded.resize_size == 256
+    a, b = exact.extract(big + small)[0], fast.extract(big + small)[0]
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.99, cosine
+    assert np.array_equal(a[3], b[3])
+    assert not np.array_equal(a[0], b[0])  # the big ones really were decoded differently

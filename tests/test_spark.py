@@ -111,11 +111,112 @@ def test_udf_closure_ships_no_session(spark: SparkSession, with_errors: bool) ->
     assert cloudpickle.loads(payload).__closure__[0].cell_contents == config
 
 
-def test_a_string_column_fails_with_a_clear_message(spark: SparkSession) -> None:
-    df = spark.createDataFrame([("/data/cat.jpg",)], "path string")
-    col = fx.image_features("path", model="resnet18", weights=None)
-    with pytest.raises(Exception, match="expects a binary column of encoded image bytes"):
+def test_image_data_source_struct_gives_the_same_features_as_the_bytes(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    # Spark's image source stores BGR pixels; lossless PNGs make the comparison exact.
+    from images import encode, photo
+    from PIL import Image
+
+    for i in range(4):
+        image = photo(150 + 30 * i, 120 + 10 * i, seed=i)
+        if i == 3:
+            image = image.convert("L")  # one gray image: Spark gives it 1 channel
+        (tmp_path / f"p{i}.png").write_bytes(encode(image, "PNG"))
+    col = fx.image_features("image", model="resnet18", weights=None)
+    structs = spark.read.format("image").load(str(tmp_path))
+    from_struct = {
+        Path(r["origin"]).name: r["f"]
+        for r in structs.select("image.origin", col.alias("f")).collect()
+    }
+    files = _files(spark, tmp_path)
+    by_bytes = fx.image_features("content", model="resnet18", weights=None)
+    from_bytes = {
+        Path(r["path"]).name: r["f"] for r in files.select("path", by_bytes.alias("f")).collect()
+    }
+    assert len(from_struct) == 4 and set(from_struct) == set(from_bytes)
+    keys = sorted(from_bytes)
+    assert_close(
+        np.array([from_struct[k] for k in keys], np.float32),
+        np.array([from_bytes[k] for k in keys], np.float32),
+        rtol=1e-5,
+    )
+    assert Image.open(tmp_path / "p3.png").mode == "L"
+
+
+def test_a_column_of_paths_and_uris_is_read_on_the_executors(
+    spark: SparkSession, image_dir: Path, tmp_path: Path
+) -> None:
+    files = sorted(p for p in image_dir.rglob("*") if p.is_file())[:4]
+    spaced = tmp_path / "with space.jpg"
+    spaced.write_bytes(jpeg(140, 100, seed=9))
+    paths = [str(files[0]), files[1].as_uri(), f"file:{files[2]}", spaced.as_uri(), str(files[3])]
+    paths += [str(tmp_path / "missing.jpg")]
+    df = spark.createDataFrame([(p,) for p in paths], "path string").coalesce(1)
+    col = fx.image_features("path", model="resnet18", weights=None, with_errors=True)
+    rows = df.select(col.alias("r")).select("r.features", "r.error").collect()
+    assert len(rows) == 6
+    assert rows[5]["features"] is None
+    assert (
+        rows[5]["error"]
+        == f"cannot read {str(tmp_path / 'missing.jpg')!r}: No such file or directory"
+    )
+    contents = [p.read_bytes() for p in (*files[:3], spaced, files[3])]
+    assert_close(
+        np.array([r["features"] for r in rows[:5]], np.float32),
+        reference_features(contents, "resnet18"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("schema", "value", "input_type", "message"),
+    [
+        (
+            "x string",
+            "/data/cat.jpg",
+            "bytes",
+            r"\(input_type='bytes'\) expects binary image bytes .* holds string",
+        ),
+        (
+            "x long",
+            42,
+            "auto",
+            r"expects binary image bytes, a string column of paths, or Spark's image struct, but the column holds an integral type",
+        ),
+        (
+            "x binary",
+            b"\xff\xd8",
+            "path",
+            r"\(input_type='path'\) expects a string column of paths or URIs, but the column holds binary",
+        ),
+    ],
+)
+def test_a_column_of_the_wrong_type_fails_with_a_clear_message(
+    spark: SparkSession, schema: str, value: object, input_type: str, message: str
+) -> None:
+    df = spark.createDataFrame([(value,)], schema)
+    col = fx.image_features("x", model="resnet18", weights=None, input_type=input_type)  # type: ignore[arg-type]
+    with pytest.raises(Exception, match=message):
         df.select(col).collect()
+
+
+def test_input_kind_checks_the_spark_type_on_the_driver(spark: SparkSession) -> None:
+    from featurex.errors import ConfigError
+    from featurex.spark import input_kind
+
+    images = spark.read.format("image").schema  # the image source's schema, no files needed
+    binary = spark.createDataFrame([(b"",)], "c binary").schema["c"].dataType
+    assert input_kind(binary) == "bytes"
+    assert input_kind(spark.createDataFrame([("",)], "c string").schema["c"].dataType) == "path"
+    with pytest.raises(ConfigError, match=r"Spark type bigint: featurex expects binary"):
+        input_kind(spark.createDataFrame([(1,)], "c long").schema["c"].dataType)
+    with pytest.raises(
+        ConfigError, match=r"input_type='image', but the input column has Spark type binary"
+    ):
+        input_kind(binary, "image")
+    with pytest.raises(ConfigError, match="unknown input_type 'jpeg'"):
+        fx.image_features("c", weights=None, input_type="jpeg")  # type: ignore[arg-type]
+    assert images is not None
 
 
 def test_on_error_raise_fails_the_task_with_the_reason(spark: SparkSession) -> None:
@@ -123,3 +224,13 @@ def test_on_error_raise_fails_the_task_with_the_reason(spark: SparkSession) -> N
     col = fx.image_features("content", model="resnet18", weights=None, on_error="raise")
     with pytest.raises(Exception, match=r"cannot featurize input row \d: not an image"):
         df.coalesce(1).select(col).collect()
+
+
+def test_on_error_raise_names_the_file(spark: SparkSession, tmp_path: Path) -> None:
+    (tmp_path / "good.jpg").write_bytes(jpeg(120, 90))
+    (tmp_path / "broken.jpg").write_bytes(b"<html>404 Not Found</html>")
+    col = fx.image_features(
+        "content", model="resnet18", weights=None, on_error="raise", path_col="path"
+    )
+    with pytest.raises(Exception, match=r"cannot featurize 'file:[^']*/broken\.jpg': not an image"):
+        _files(spark, tmp_path).coalesce(1).select(col).collect()
