@@ -100,8 +100,9 @@ def _scrambled_jpeg(keep_ff: bool) -> bytes:
     return good[:start] + noise.tobytes() + good[end:]
 
 
-def _claims_size(data: bytes, width: int, height: int) -> bytes:
-    """A baseline JPEG whose frame header claims another size."""
+def claims_size(width: int, height: int) -> bytes:
+    """A small baseline JPEG whose frame header claims width x height."""
+    data = jpeg(160, 120, seed=3)
     sof = data.index(b"\xff\xc0")
     return data[: sof + 5] + struct.pack(">HH", height, width) + data[sof + 9 :]
 
@@ -164,7 +165,8 @@ def limit_cases(max_pixels: int) -> list[Case]:
     ]
 
 
-def corpus(max_pixels: int = DEFAULT_LIMIT) -> list[Case]:
+@lru_cache(maxsize=2)
+def corpus(max_pixels: int = DEFAULT_LIMIT) -> tuple[Case, ...]:
     """Every kind, in a fixed order. `max_pixels` is the limit the consumer will use."""
     good = jpeg(160, 120, seed=3)
     scan_start, eoi = _scan_bounds(good)
@@ -213,7 +215,7 @@ def corpus(max_pixels: int = DEFAULT_LIMIT) -> list[Case]:
         ),
         Case(
             "jpeg header claiming 65500x65500",
-            _claims_size(good, 65_500, 65_500),
+            claims_size(65_500, 65_500),
             "error",
             too_large(65_500**2),
         ),
@@ -241,4 +243,4 @@ def corpus(max_pixels: int = DEFAULT_LIMIT) -> list[Case]:
     ]
     names = [c.name for c in cases]
     assert len(set(names)) == len(names), "case names must be unique"
-    return cases
+    return tuple(cases)
