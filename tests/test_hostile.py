@@ -20,6 +20,8 @@ from pyspark.sql import DataFrame, Row, SparkSession
 import featurex as fx
 from featurex.config import DEFAULT_MAX_PIXELS
 
+# The image one row over the default limit is over Pillow's warning threshold too.
+pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 DIM = 8  # tiny_cnn's feature size
