@@ -67,6 +67,17 @@ def bomb(side: int = BOMB_SIDE) -> bytes:
     return _png(side, side, 8, 0, idat)
 
 
+@lru_cache(maxsize=1)
+def many_scans(side: int = 4000, extra: int = 3000) -> bytes:
+    """A valid progressive JPEG (flat gray, side x side) whose last scan, with its Huffman
+    table, is repeated `extra` times: libjpeg decodes every repeat over the whole image
+    (libjpeg-turbo's LJT-01-003). 4000 and 3000: 250 KB that took 34 s to decode."""
+    data = encode(Image.new("L", (side, side), 120), "JPEG", progressive=True, quality=90)
+    eoi = len(data) - 2
+    last = data.rfind(b"\xff\xc4", 0, data.rindex(b"\xff\xda"))  # DHT, SOS, scan data
+    return data[:eoi] + data[last:eoi] * extra + data[eoi:]
+
+
 def _rgb16_png(width: int, height: int) -> bytes:
     """A 16-bit-per-channel RGB PNG (Pillow cannot write one): a ramp over the full range."""
     ramp = np.linspace(0, 65535, width * height * 3).astype(">u2").reshape(height, width * 3)
@@ -208,6 +219,7 @@ def corpus(max_pixels: int = DEFAULT_LIMIT) -> tuple[Case, ...]:
         Case("png cut in half", png[: len(png) // 2], "error", truncated),
         Case("png with a bad header CRC", _bad_crc_png(), "error", not_an_image),
         Case("png with zero width", _zero_width_png(), "error", not_an_image),
+        Case("progressive jpeg with 3006 scans", many_scans(), "error", "^too many JPEG scans"),
         Case("gif cut in half", _animated_gif()[:300], "error", truncated),
         # Sizes.
         Case(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile import bomb
+from hostile import bomb, many_scans
 from images import encode, jpeg, photo, with_orientation
 from PIL import Image
 
@@ -215,3 +215,14 @@ def test_a_bomb_refused_by_pillow_names_max_pixels() -> None:
     with pytest.raises(DecodeError) as caught:
         decode(bomb(), max_pixels=4_000_000)
     assert str(caught.value) == "image too large: 400000000 pixels, over max_pixels=4000000"
+
+
+def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding() -> None:
+    # 250 KB, 16 Mpx and 3,006 scans: 34 s of decoding before this check.
+    start = time.perf_counter()
+    with pytest.raises(DecodeError) as caught:
+        decode(many_scans())
+    assert time.perf_counter() - start < 1.0
+    assert str(caught.value).startswith("too many JPEG scans: 3006, over 100 ")
+    progressive = encode(photo(64, 48), "JPEG", progressive=True)
+    assert decode(progressive).size == (64, 48)  # 10 scans: fine
