@@ -110,7 +110,7 @@ RANDOM = st.one_of(
 @pytest.fixture(scope="module")
 def engine() -> tuple[fx.FeatureExtractor, np.ndarray]:
     """The engine, and the features of GOOD alone (what it must get among hostile rows)."""
-    extractor = fx.FeatureExtractor(**tiny_engine(batch_size=3, decode_threads=2))  # type: ignore[arg-type]
+    extractor = fx.FeatureExtractor(**tiny_engine(batch_size=3, decode_threads=2))
     features, errors = extractor.extract([GOOD])
     assert errors == [None]
     return extractor, features[0]
@@ -176,7 +176,7 @@ def test_any_shape_gives_features_or_the_predicted_size_reason(
     RAN["any shape"] += 1
     width, height, data = image
     limit = 2_000_000
-    extractor = fx.FeatureExtractor(**tiny_engine(max_pixels=limit))  # type: ignore[arg-type]
+    extractor = fx.FeatureExtractor(**tiny_engine(max_pixels=limit))
     features, (error,) = extractor.extract([data])
     # The transform resizes the short side to 36: a thin strip grows by 36/short.
     short, long = sorted((width, height))
