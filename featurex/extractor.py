@@ -75,7 +75,7 @@ class FeatureExtractor:
         seed: int = 0,
         transform: Transform | None = None,
         fast_decode: bool = False,
-        optimize: bool = True,
+        optimize: bool | None = None,
         trust_checkpoint: bool = False,
     ) -> None:
         self.device: str | None = None

@@ -464,7 +464,10 @@ def load_model(config: ExtractorConfig, device: str | None = None) -> LoadedMode
     for p in module.parameters():
         p.requires_grad_(False)
     example = _example_batch(transform).to(target)
-    if config.optimize and target.type == "cpu":
+    optimize = config.optimize
+    if optimize is None:  # torchvision's models trace faithfully; a user's forward may not
+        optimize = isinstance(config.model, str) and not config.trust_checkpoint
+    if optimize and target.type == "cpu":
         module = _freeze(module, example, dtype)
     dim = int(_run(module, example, dtype).shape[1])
     resize = getattr(transform, "resize_size", None)  # torchvision's presets expose it
