@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # the whole image, and a crafted file can repeat a tiny one thousands of times (libjpeg-turbo's
 # LJT-01-003): 250 KB with 3,000 scans of a 16 Mpx image took 34 s to decode.
 MAX_JPEG_SCANS = 100
+_ALWAYS_RESIZABLE_ASPECT = 16
 # 16-bit and 32-bit integer grayscale: Pillow's convert("RGB") clips these at 255 instead of
 # scaling, which would turn most 16-bit images white.
 _WIDE_GRAY = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
@@ -193,7 +194,9 @@ def _check_resize(size: tuple[int, int], transform: Transform, max_pixels: int) 
     width, height = size
     short, long = min(width, height), max(width, height)
     new_long = int(target * long / short)  # as torchvision computes it
-    if target * new_long > max_pixels:
+    # The resize enlarges small images: whatever max_pixels, allow what any image up to
+    # 16:1 needs (1 Mpx at 256), so that a small limit never refuses ordinary images.
+    if target * new_long > max(max_pixels, _ALWAYS_RESIZABLE_ASPECT * target * target):
         new_w, new_h = (target, new_long) if width <= height else (new_long, target)
         raise DecodeError(
             f"image too elongated: {width}x{height} resizes to {new_w}x{new_h} = "

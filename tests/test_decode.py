@@ -226,3 +226,20 @@ def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding() -> None:
     assert str(caught.value).startswith("too many JPEG scans: 3006, over 100 ")
     progressive = encode(photo(64, 48), "JPEG", progressive=True)
     assert decode(progressive).size == (64, 48)  # 10 scans: fine
+
+
+def test_a_small_pixel_limit_does_not_refuse_images_that_the_resize_enlarges() -> None:
+    # 200x250 = 50,000 pixels, at the limit; Resize(256) makes it 256x320 = 81,920 pixels.
+    tensor, reason = prepare(jpeg(200, 250), default_transform(), 50_000)
+    assert reason is None and tensor is not None
+    # Up to 16:1 the resize is always allowed (256x4096 here); beyond, max_pixels holds.
+    limit = 170_000
+
+    def reason_for(width: int, height: int) -> str | None:
+        strip = encode(Image.new("RGB", (width, height)), "PNG")
+        return prepare(strip, default_transform(), limit)[1]
+
+    assert reason_for(1600, 100) is None
+    assert reason_for(1700, 100) == (
+        "image too elongated: 1700x100 resizes to 4352x256 = 1114112 pixels, over max_pixels=170000"
+    )
