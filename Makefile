@@ -6,7 +6,7 @@ OUT ?= out/features.parquet
 # Local Spark binds to loopback: no hostname lookups, nothing exposed.
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup run test lint check clean
+.PHONY: setup run test lint check bench clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,11 @@ lint: setup
 	$(BIN)/mypy
 
 check: lint test
+
+# The benchmark suite (benchmarks/README.md): BENCH_ARGS="--quick" for a few minutes.
+bench: setup
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

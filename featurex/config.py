@@ -103,8 +103,9 @@ class ExtractorConfig:
     # never below the resize size. Faster on big photos, slightly different pixels.
     fast_decode: bool = False
     # On the CPU, run a traced and frozen graph (oneDNN conv+batchnorm fusion, prepacked
-    # weights); False keeps eager PyTorch.
-    optimize: bool = True
+    # weights). None: for torchvision models only, since tracing fixes the Python control flow
+    # of a user's forward(); True or False to choose.
+    optimize: bool | None = None
     # A pickled full-model checkpoint runs code from the file when loaded: refused unless True.
     trust_checkpoint: bool = False
     # Derived: identifies the loaded model in a worker's cache.
@@ -130,8 +131,9 @@ class ExtractorConfig:
                 f"unknown on_error {self.on_error!r}: expected one of {_choices(ON_ERRORS)}"
             )
         for flag in ("fast_decode", "optimize", "trust_checkpoint"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+            value = getattr(self, flag)
+            if not isinstance(value, bool) and not (flag == "optimize" and value is None):
+                raise ConfigError(f"{flag} must be True or False, got {value!r}")
         if self.transform is not None and not callable(self.transform):
             raise ConfigError(f"transform must be callable or None, got {self.transform!r}")
         # Only what changes the loaded model belongs in the key; batch size, decoding

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -23,9 +24,22 @@ from .errors import first_line
 
 log = logging.getLogger(__name__)
 
+# Progressive JPEG scans: libjpeg writes 10 (mozjpeg a few more). Each scan is a pass over
+# the whole image, and a crafted file can repeat a tiny one thousands of times (libjpeg-turbo's
+# LJT-01-003): 250 KB with 3,000 scans of a 16 Mpx image took 34 s to decode.
+MAX_JPEG_SCANS = 100
+_ALWAYS_RESIZABLE_ASPECT = 16
 # 16-bit and 32-bit integer grayscale: Pillow's convert("RGB") clips these at 255 instead of
 # scaling, which would turn most 16-bit images white.
 _WIDE_GRAY = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
+# Raster formats only. Pillow also opens EPS (by running Ghostscript on the file, where it is
+# installed) and a long tail of rare formats: none belongs on a path fed untrusted files.
+# (Camera MPO files open through the JPEG plugin.)
+IMAGE_FORMATS = (
+    "AVIF", "BMP", "DIB", "GIF", "ICO", "JPEG", "JPEG2000", "PNG", "PPM", "TGA", "TIFF", "WEBP",
+)  # fmt: skip
 
 
 class DecodeError(ValueError):
@@ -70,13 +84,15 @@ def decode_image(data: object, max_pixels: int, draft_size: int | None = None) -
         raise DecodeError("empty input (0 bytes)")
     _allow_pixels(max_pixels)
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
         width, height = image.size
         if width * height > max_pixels:
             raise DecodeError(
                 f"image too large: {width}x{height} = {width * height} pixels, "
                 f"over max_pixels={max_pixels}"
             )
+        if image.format in ("JPEG", "MPO"):
+            _check_scans(data)
         if draft_size and image.format == "JPEG":
             image.draft("RGB", (draft_size, draft_size))
         image.load()  # frame 0 of an animation; raises on truncated data
@@ -84,7 +100,10 @@ def decode_image(data: object, max_pixels: int, draft_size: int | None = None) -
     except DecodeError:
         raise
     except Image.DecompressionBombError as exc:
-        raise DecodeError(f"image too large: {exc}") from exc
+        # Pillow refuses over twice its own limit before we see the size: name our limit.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{found.group(1)} pixels" if found else first_line(exc)
+        raise DecodeError(f"image too large: {size}, over max_pixels={max_pixels}") from exc
     except Exception as exc:  # Pillow raises many types on corrupt data (OSError, SyntaxError...)
         raise DecodeError(_reason(exc)) from exc
 
@@ -143,17 +162,72 @@ def _filesystem(uri: str) -> tuple[Any, str]:
 
 
 def prepare(
-    item: object, transform: Transform, max_pixels: int, draft_size: int | None = None
+    item: object,
+    transform: Transform,
+    max_pixels: int,
+    resize_size: int | None = None,
+    fast_decode: bool = False,
 ) -> tuple[object | None, str | None]:
-    """Load and preprocess one input: (tensor, None) on success, (None, reason) otherwise."""
+    """Load and preprocess one input: (tensor, None) on success, (None, reason) otherwise.
+
+    `resize_size` is the short side the transform first resizes to (`resize_target`), when
+    known: it bounds the resize's output and, with `fast_decode`, the JPEG draft scale.
+    """
     try:
-        image = load_image(item, max_pixels, draft_size)
+        image = load_image(item, max_pixels, resize_size if fast_decode else None)
+        if resize_size is not None:
+            _check_resize(image.size, resize_size, max_pixels)
     except DecodeError as exc:
         return None, str(exc)
     try:
         return transform(image), None
     except Exception as exc:
         return None, f"preprocessing failed: {_reason(exc)}"
+
+
+def _check_scans(data: bytes | bytearray | memoryview) -> None:
+    """Refuse a JPEG with more scans than any encoder writes, before decoding it."""
+    # Entropy-coded data never holds 0xFF 0xDA (0xFF is stuffed there), so this counts the
+    # SOS markers, plus any in embedded thumbnails: a bound, not an exact count.
+    scans = (data if isinstance(data, bytes | bytearray) else bytes(data)).count(b"\xff\xda")
+    if scans > MAX_JPEG_SCANS:
+        raise DecodeError(
+            f"too many JPEG scans: {scans}, over {MAX_JPEG_SCANS} (each one decodes the whole "
+            f"image again: a crafted file can take minutes)"
+        )
+
+
+def _check_resize(size: tuple[int, int], target: int, max_pixels: int) -> None:
+    """Refuse an image that the transform's first resize would blow up past max_pixels.
+
+    Resizing the short side to 256 turns a legal 20,000x1 strip (a 144-byte PNG) into
+    5,120,000x256 pixels: 13 s and 6 GB for one row. Checked for the resizes whose output
+    is known from the image size: torchvision's presets and a Compose starting with
+    Resize(int); a custom transform bounds its own output.
+    """
+    width, height = size
+    short, long = min(width, height), max(width, height)
+    new_long = int(target * long / short)  # as torchvision computes it
+    # The resize enlarges small images: whatever max_pixels, allow what any image up to
+    # 16:1 needs (1 Mpx at 256), so that a small limit never refuses ordinary images.
+    if target * new_long > max(max_pixels, _ALWAYS_RESIZABLE_ASPECT * target * target):
+        new_w, new_h = (target, new_long) if width <= height else (new_long, target)
+        raise DecodeError(
+            f"image too elongated: {width}x{height} resizes to {new_w}x{new_h} = "
+            f"{new_w * new_h} pixels, over max_pixels={max_pixels}"
+        )
+
+
+def resize_target(transform: object) -> int | None:
+    """The short side a transform first resizes images to, when it says so."""
+    steps = getattr(transform, "transforms", None)  # T.Compose
+    first = steps[0] if isinstance(steps, list) and steps else transform
+    size = getattr(first, "resize_size", None)  # torchvision's classification presets
+    if size is None and type(first).__name__ == "Resize" and getattr(first, "max_size", 1) is None:
+        size = getattr(first, "size", None)
+    if isinstance(size, list | tuple) and len(size) == 1:
+        size = size[0]
+    return size if isinstance(size, int) and size > 0 else None
 
 
 def _apply_exif(image: Image.Image) -> Image.Image:

@@ -61,7 +61,7 @@ def image_features(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     decode_threads: int | None = None,
     fast_decode: bool = False,
-    optimize: bool = True,
+    optimize: bool | None = None,
     trust_checkpoint: bool = False,
     seed: int = 0,
     transform: Transform | None = None,

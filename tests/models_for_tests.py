@@ -72,3 +72,13 @@ def worker_cache_report(
             yield pd.DataFrame({"report": [line] * len(batch)})
 
     return report
+
+
+def tiny_engine(**overrides: object) -> dict[str, object]:
+    """FeatureExtractor / image_features arguments for a cheap real engine: tiny_cnn on
+    32x32 crops (resized to 36 first, as torchvision's presets do). Decoding is unchanged."""
+    from torchvision.transforms._presets import ImageClassification
+
+    transform = ImageClassification(crop_size=32, resize_size=36)
+    return {"model": tiny_cnn, "weights": None, "device": "cpu", "batch_size": 4,
+            "transform": transform, **overrides}  # fmt: skip

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hostile import bomb, many_scans
 from images import encode, jpeg, photo, with_orientation
 from PIL import Image
 
 from featurex.config import DEFAULT_MAX_PIXELS
-from featurex.decode import DecodeError, PixelRecord, load_image
+from featurex.decode import DecodeError, PixelRecord, load_image, prepare, resize_target
+from featurex.models import default_transform
 
 
 def decode(data: object, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -174,3 +177,93 @@ def test_draft_decoding_shrinks_big_jpegs_but_never_below_the_resize_size() -> N
     # The same picture: the downscaled full decode and the draft agree closely.
     small = np.asarray(full.resize(drafted.size, Image.Resampling.BILINEAR), np.float32)
     assert np.abs(small - np.asarray(drafted, np.float32)).mean() < 4.0
+
+
+def test_a_strip_that_resizing_would_blow_up_is_refused_fast() -> None:
+    # 144 bytes and 20,000 pixels, far under the limit; resizing its short side to 256 made
+    # it 5,120,000x256 pixels: 13 s and 6 GB of RSS for one row before this check.
+    strip = encode(Image.new("RGB", (20_000, 1), (10, 200, 30)), "PNG")
+    start = time.perf_counter()
+    tensor, reason = prepare(strip, default_transform(), DEFAULT_MAX_PIXELS, 256)
+    assert time.perf_counter() - start < 1.0
+    assert tensor is None
+    assert reason == (
+        "image too elongated: 20000x1 resizes to 5120000x256 = 1310720000 pixels, "
+        "over max_pixels=89478485"
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "ok"),
+    [((1000, 10), True), ((10, 1000), True), ((10_000, 10), False), ((10, 10_000), False)],
+)
+def test_the_resize_check_follows_a_compose_and_max_pixels(size: tuple[int, int], ok: bool) -> None:
+    from torchvision import transforms as T
+
+    compose = T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor()])
+    assert resize_target(compose) == 32
+    tensor, reason = prepare(encode(Image.new("RGB", size), "PNG"), compose, 1_000_000, 32)
+    if ok:  # 3200x32: used
+        assert reason is None and tensor is not None and tuple(tensor.shape) == (3, 32, 32)
+    else:  # 32000x32 = 1,024,000 pixels
+        assert tensor is None and reason is not None
+        assert "resizes to" in reason and "= 1024000 pixels, over max_pixels=1000000" in reason
+
+
+def test_a_bomb_refused_by_pillow_names_max_pixels() -> None:
+    # Over twice Pillow's own limit, Pillow refuses the image in open(), naming its limit
+    # (178956970), which is not the one the user set.
+    with pytest.raises(DecodeError) as caught:
+        decode(bomb(), max_pixels=4_000_000)
+    assert str(caught.value) == "image too large: 400000000 pixels, over max_pixels=4000000"
+
+
+def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding() -> None:
+    # 250 KB, 16 Mpx and 3,006 scans: 34 s of decoding before this check.
+    start = time.perf_counter()
+    with pytest.raises(DecodeError) as caught:
+        decode(many_scans())
+    assert time.perf_counter() - start < 1.0
+    assert str(caught.value).startswith("too many JPEG scans: 3006, over 100 ")
+    progressive = encode(photo(64, 48), "JPEG", progressive=True)
+    assert decode(progressive).size == (64, 48)  # 10 scans: fine
+
+
+def test_a_small_pixel_limit_does_not_refuse_images_that_the_resize_enlarges() -> None:
+    # 200x250 = 50,000 pixels, at the limit; Resize(256) makes it 256x320 = 81,920 pixels.
+    tensor, reason = prepare(jpeg(200, 250), default_transform(), 50_000, 256)
+    assert reason is None and tensor is not None
+    # Up to 16:1 the resize is always allowed (256x4096 here); beyond, max_pixels holds.
+    limit = 170_000
+
+    def reason_for(width: int, height: int) -> str | None:
+        strip = encode(Image.new("RGB", (width, height)), "PNG")
+        return prepare(strip, default_transform(), limit, 256)[1]
+
+    assert reason_for(1600, 100) is None
+    assert reason_for(1700, 100) == (
+        "image too elongated: 1700x100 resizes to 4352x256 = 1114112 pixels, over max_pixels=170000"
+    )
+
+
+def test_only_raster_formats_are_opened() -> None:
+    import io
+
+    # Pillow would hand this to Ghostscript where it is installed; featurex never opens it.
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n"
+    assert Image.open(io.BytesIO(eps)).format == "EPS"
+    with pytest.raises(DecodeError, match="not an image: cannot identify the format"):
+        decode(eps)
+    for fmt in ("PPM", "TGA", "ICO", "AVIF"):
+        assert decode(encode(photo(20, 10), fmt)).size == (20, 10), fmt
+
+
+def test_resize_target_reads_presets_and_composes() -> None:
+    from torchvision import transforms as T
+
+    from featurex.models import default_transform
+
+    assert resize_target(default_transform()) == 256
+    assert resize_target(T.Compose([T.Resize(300), T.CenterCrop(224)])) == 300
+    assert resize_target(T.Compose([T.CenterCrop(224)])) is None
+    assert resize_target(lambda image: image) is None

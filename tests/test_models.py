@@ -197,7 +197,13 @@ class _BatchDependent(torch.nn.Module):
 
 
 def test_a_model_that_traces_wrongly_stays_eager(caplog: pytest.LogCaptureFixture) -> None:
-    extractor = fx.FeatureExtractor(model=_BatchDependent, weights=None, device="cpu")
+    # A factory is left eager by default; asked to optimize, the load-time check catches it.
+    assert isinstance(
+        fx.FeatureExtractor(model=_BatchDependent, weights=None).loaded.module, _BatchDependent
+    )
+    extractor = fx.FeatureExtractor(
+        model=_BatchDependent, weights=None, device="cpu", optimize=True
+    )
     with caplog.at_level("WARNING", logger="featurex.models"):
         module = extractor.loaded.module
     assert isinstance(module, _BatchDependent)
