@@ -70,8 +70,11 @@ def run_child(spec: dict[str, Any], timeout: float, log: Path) -> dict[str, Any]
                 cmd, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT, env=_env(), timeout=timeout
             )
         if done.returncode != 0:
-            tail = log.read_text().strip().splitlines()[-15:]
-            raise RuntimeError(f"exit code {done.returncode}; log {log}:\n" + "\n".join(tail))
+            tail = log.read_text().strip().splitlines()[-15:] or ["no output"]
+            # First line: the child's last words (usually the exception); then its context.
+            raise RuntimeError(
+                f"{tail[-1]} (exit code {done.returncode}, log {log})\n" + "\n".join(tail)
+            )
         result: dict[str, Any] = json.loads(out_path.read_text())
         if Path(spec["subset_out"]).exists():
             result["subset_features"] = np.load(spec["subset_out"])
@@ -353,6 +356,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
+    """The variants' images/s as bars (featurex blue), and the sweeps below when present."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -360,11 +364,10 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     rows = results["variants"]
     sweeps = [k for k in ("size_sweep", "batch_sweep") if results.get(k)]
-    height = 0.45 * max(len(rows), 1) + 1.4
-    fig = plt.figure(figsize=(9, height + (2.8 if sweeps else 0)))
-    grid = fig.add_gridspec(2 if sweeps else 1, max(len(sweeps), 1), height_ratios=(
-        [height, 2.8] if sweeps else [1]))  # fmt: skip
-    ax = fig.add_subplot(grid[0, :])
+    top = 0.45 * max(len(rows), 1) + 1.2
+    fig = plt.figure(figsize=(9, top + (2.8 if sweeps else 0)), layout="constrained")
+    parts = fig.subfigures(2, 1, height_ratios=[top, 2.8]) if sweeps else [fig]
+    ax = parts[0].subplots()
     names = [_label(r) for r in rows][::-1]
     rates = [r["images_per_s"] for r in rows][::-1]
     colors = ["#1f77b4" if n.startswith("featurex") else "#999999" for n in names]
@@ -374,21 +377,22 @@ def chart(results: dict[str, Any], path: Path) -> None:
         note = f" {row['images_per_s']:.1f}" + (f" ({ratio:.2f}x)" if ratio else "")
         ax.text(row["images_per_s"], y, note, va="center", fontsize=9)
     m = results["machine"]
-    ax.set_xlabel("images/s (higher is better)")
-    ax.set_xlim(0, max(rates, default=1) * 1.25)
-    ax.set_title(
-        f"{m['model']}, {m['images']} JPEGs, local[{m['cores_used']}], {m['date'][:10]}",
-        fontsize=10,
-    )
-    for i, key in enumerate(sweeps):
-        sub = fig.add_subplot(grid[1, i])
-        field = "images" if key == "size_sweep" else "batch_size"
-        sweep = results[key]
-        sub.bar([str(r[field]) for r in sweep], [r["images_per_s"] for r in sweep], color="#1f77b4")
-        sub.set_xlabel("images" if key == "size_sweep" else "batch size")
-        sub.set_ylabel("images/s")
-        sub.set_title(f"featurex default: {field.replace('_', ' ')} sweep", fontsize=10)
-    fig.tight_layout()
+    ax.set_xlabel("images/s (higher is better; in brackets: vs featurex default)")
+    ax.set_xlim(0, max(rates, default=1) * 1.3)
+    title = f"{m['model']}, {m['images']} JPEGs, local[{m['cores_used']}], {m['cpu']}"
+    ax.set_title(f"{title}, {m['date'][:10]}", fontsize=10)
+    if sweeps:
+        for sub, key in zip(
+            parts[1].subplots(1, len(sweeps), squeeze=False)[0], sweeps, strict=True
+        ):
+            field = "images" if key == "size_sweep" else "batch_size"
+            points = results[key]
+            labels = [str(r[field]) for r in points]
+            sub.bar(labels, [r["images_per_s"] for r in points], color="#1f77b4")
+            sub.set_xlabel("images" if key == "size_sweep" else "batch size")
+            sub.set_ylabel("images/s")
+            name = "data-size" if key == "size_sweep" else "batch-size"
+            sub.set_title(f"featurex default: {name} sweep", fontsize=10)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
