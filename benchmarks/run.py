@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -66,14 +67,22 @@ def run_child(spec: dict[str, Any], timeout: float, log: Path) -> dict[str, Any]
         spec_path.write_text(json.dumps(spec))
         cmd = [sys.executable, "-m", "benchmarks.variants", str(spec_path), str(out_path)]
         with open(log, "w") as stream:
-            done = subprocess.run(
-                cmd, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT, env=_env(), timeout=timeout
-            )
-        if done.returncode != 0:
+            # A session of its own: on a timeout or ^C, its JVM and Python workers go too.
+            child = subprocess.Popen(
+                cmd, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT, env=_env(),
+                start_new_session=True,
+            )  # fmt: skip
+            try:
+                returncode = child.wait(timeout)
+            except BaseException:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+                raise
+        if returncode != 0:
             tail = log.read_text().strip().splitlines()[-15:] or ["no output"]
             # First line: the child's last words (usually the exception); then its context.
             raise RuntimeError(
-                f"{tail[-1]} (exit code {done.returncode}, log {log})\n" + "\n".join(tail)
+                f"{tail[-1]} (exit code {returncode}, log {log})\n" + "\n".join(tail)
             )
         result: dict[str, Any] = json.loads(out_path.read_text())
         if Path(spec["subset_out"]).exists():
