@@ -34,6 +34,14 @@ _ALWAYS_RESIZABLE_ASPECT = 16
 _WIDE_GRAY = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
+# Raster formats only. Pillow also opens EPS (by running Ghostscript on the file, where it is
+# installed) and a long tail of rare formats: none belongs on a path fed untrusted files.
+# (Camera MPO files open through the JPEG plugin.)
+IMAGE_FORMATS = (
+    "AVIF", "BMP", "DIB", "GIF", "ICO", "JPEG", "JPEG2000", "PNG", "PPM", "TGA", "TIFF", "WEBP",
+)  # fmt: skip
+
+
 class DecodeError(ValueError):
     """An input that is not a decodable image; its message is the reason given to users."""
 
@@ -76,7 +84,7 @@ def decode_image(data: object, max_pixels: int, draft_size: int | None = None) -
         raise DecodeError("empty input (0 bytes)")
     _allow_pixels(max_pixels)
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
         width, height = image.size
         if width * height > max_pixels:
             raise DecodeError(
@@ -154,12 +162,21 @@ def _filesystem(uri: str) -> tuple[Any, str]:
 
 
 def prepare(
-    item: object, transform: Transform, max_pixels: int, draft_size: int | None = None
+    item: object,
+    transform: Transform,
+    max_pixels: int,
+    resize_size: int | None = None,
+    fast_decode: bool = False,
 ) -> tuple[object | None, str | None]:
-    """Load and preprocess one input: (tensor, None) on success, (None, reason) otherwise."""
+    """Load and preprocess one input: (tensor, None) on success, (None, reason) otherwise.
+
+    `resize_size` is the short side the transform first resizes to (`resize_target`), when
+    known: it bounds the resize's output and, with `fast_decode`, the JPEG draft scale.
+    """
     try:
-        image = load_image(item, max_pixels, draft_size)
-        _check_resize(image.size, transform, max_pixels)
+        image = load_image(item, max_pixels, resize_size if fast_decode else None)
+        if resize_size is not None:
+            _check_resize(image.size, resize_size, max_pixels)
     except DecodeError as exc:
         return None, str(exc)
     try:
@@ -180,7 +197,7 @@ def _check_scans(data: bytes | bytearray | memoryview) -> None:
         )
 
 
-def _check_resize(size: tuple[int, int], transform: Transform, max_pixels: int) -> None:
+def _check_resize(size: tuple[int, int], target: int, max_pixels: int) -> None:
     """Refuse an image that the transform's first resize would blow up past max_pixels.
 
     Resizing the short side to 256 turns a legal 20,000x1 strip (a 144-byte PNG) into
@@ -188,9 +205,6 @@ def _check_resize(size: tuple[int, int], transform: Transform, max_pixels: int) 
     is known from the image size: torchvision's presets and a Compose starting with
     Resize(int); a custom transform bounds its own output.
     """
-    target = _short_side_target(transform)
-    if target is None:
-        return
     width, height = size
     short, long = min(width, height), max(width, height)
     new_long = int(target * long / short)  # as torchvision computes it
@@ -204,7 +218,7 @@ def _check_resize(size: tuple[int, int], transform: Transform, max_pixels: int) 
         )
 
 
-def _short_side_target(transform: object) -> int | None:
+def resize_target(transform: object) -> int | None:
     """The short side a transform first resizes images to, when it says so."""
     steps = getattr(transform, "transforms", None)  # T.Compose
     first = steps[0] if isinstance(steps, list) and steps else transform

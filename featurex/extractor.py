@@ -145,9 +145,12 @@ class FeatureExtractor:
         threads = self.config.decode_threads or default_decode_threads(loaded.device)
         # Decode at most this far ahead: bounds memory whatever the input batch size.
         window = batch_size + 2 * threads
-        draft = loaded.resize_size if self.config.fast_decode else None
         work = partial(
-            prepare, transform=loaded.transform, max_pixels=self.config.max_pixels, draft_size=draft
+            prepare,
+            transform=loaded.transform,
+            max_pixels=self.config.max_pixels,
+            resize_size=loaded.resize_size,
+            fast_decode=self.config.fast_decode,
         )
         labels: Iterable[Sequence[str | None] | None] = repeat(None) if names is None else names
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .config import ExtractorConfig, Transform
+from .decode import resize_target
 from .errors import CheckpointError, WeightsUnavailableError, first_line
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class LoadedModel:
     dim: int
     device: torch.device
     autocast_dtype: torch.dtype | None
-    # The transform's resize target (short side), when known: the floor for JPEG draft decoding.
+    # The short side the transform first resizes to, when known (`decode.resize_target`).
     resize_size: int | None = None
 
 
@@ -470,8 +471,7 @@ def load_model(config: ExtractorConfig, device: str | None = None) -> LoadedMode
     if optimize and target.type == "cpu":
         module = _freeze(module, example, dtype)
     dim = int(_run(module, example, dtype).shape[1])
-    resize = getattr(transform, "resize_size", None)  # torchvision's presets expose it
-    resize_size = min(resize) if isinstance(resize, list | tuple) and resize else None
+    resize_size = resize_target(transform)
     log.info(
         "featurex loaded %s on %s (dim=%s, autocast=%s)", config.describe(), target, dim, dtype
     )

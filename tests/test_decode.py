@@ -12,7 +12,7 @@ from images import encode, jpeg, photo, with_orientation
 from PIL import Image
 
 from featurex.config import DEFAULT_MAX_PIXELS
-from featurex.decode import DecodeError, PixelRecord, load_image, prepare
+from featurex.decode import DecodeError, PixelRecord, load_image, prepare, resize_target
 from featurex.models import default_transform
 
 
@@ -184,7 +184,7 @@ def test_a_strip_that_resizing_would_blow_up_is_refused_fast() -> None:
     # it 5,120,000x256 pixels: 13 s and 6 GB of RSS for one row before this check.
     strip = encode(Image.new("RGB", (20_000, 1), (10, 200, 30)), "PNG")
     start = time.perf_counter()
-    tensor, reason = prepare(strip, default_transform(), DEFAULT_MAX_PIXELS)
+    tensor, reason = prepare(strip, default_transform(), DEFAULT_MAX_PIXELS, 256)
     assert time.perf_counter() - start < 1.0
     assert tensor is None
     assert reason == (
@@ -201,7 +201,8 @@ def test_the_resize_check_follows_a_compose_and_max_pixels(size: tuple[int, int]
     from torchvision import transforms as T
 
     compose = T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor()])
-    tensor, reason = prepare(encode(Image.new("RGB", size), "PNG"), compose, 1_000_000)
+    assert resize_target(compose) == 32
+    tensor, reason = prepare(encode(Image.new("RGB", size), "PNG"), compose, 1_000_000, 32)
     if ok:  # 3200x32: used
         assert reason is None and tensor is not None and tuple(tensor.shape) == (3, 32, 32)
     else:  # 32000x32 = 1,024,000 pixels
@@ -230,16 +231,39 @@ def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding() -> None:
 
 def test_a_small_pixel_limit_does_not_refuse_images_that_the_resize_enlarges() -> None:
     # 200x250 = 50,000 pixels, at the limit; Resize(256) makes it 256x320 = 81,920 pixels.
-    tensor, reason = prepare(jpeg(200, 250), default_transform(), 50_000)
+    tensor, reason = prepare(jpeg(200, 250), default_transform(), 50_000, 256)
     assert reason is None and tensor is not None
     # Up to 16:1 the resize is always allowed (256x4096 here); beyond, max_pixels holds.
     limit = 170_000
 
     def reason_for(width: int, height: int) -> str | None:
         strip = encode(Image.new("RGB", (width, height)), "PNG")
-        return prepare(strip, default_transform(), limit)[1]
+        return prepare(strip, default_transform(), limit, 256)[1]
 
     assert reason_for(1600, 100) is None
     assert reason_for(1700, 100) == (
         "image too elongated: 1700x100 resizes to 4352x256 = 1114112 pixels, over max_pixels=170000"
     )
+
+
+def test_only_raster_formats_are_opened() -> None:
+    import io
+
+    # Pillow would hand this to Ghostscript where it is installed; featurex never opens it.
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n"
+    assert Image.open(io.BytesIO(eps)).format == "EPS"
+    with pytest.raises(DecodeError, match="not an image: cannot identify the format"):
+        decode(eps)
+    for fmt in ("PPM", "TGA", "ICO", "AVIF"):
+        assert decode(encode(photo(20, 10), fmt)).size == (20, 10), fmt
+
+
+def test_resize_target_reads_presets_and_composes() -> None:
+    from torchvision import transforms as T
+
+    from featurex.models import default_transform
+
+    assert resize_target(default_transform()) == 256
+    assert resize_target(T.Compose([T.Resize(300), T.CenterCrop(224)])) == 300
+    assert resize_target(T.Compose([T.CenterCrop(224)])) is None
+    assert resize_target(lambda image: image) is None
