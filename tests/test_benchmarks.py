@@ -1,37 +1,70 @@
-"""The benchmark harness runs end to end at a tiny size and writes what the README shows."""
+"""The benchmark harness: its images, and one tiny run end to end that writes what the README shows."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks.images import MAX_SIDE, MIN_SIDE, make_image, make_images, photo_paths  # noqa: E402
+
+
+def test_benchmark_images_are_distinct_jpegs_cut_from_real_photos(tmp_path: Path) -> None:
+    folder = make_images(12, tmp_path, workers=1)
+    files = sorted(folder.iterdir())
+    assert [f.name for f in files] == [f"img{i:05d}.jpg" for i in range(12)]
+    assert len({hashlib.sha256(f.read_bytes()).digest() for f in files}) == 12
+    for f in files:
+        image = Image.open(f)
+        assert image.format == "JPEG" and image.mode == "RGB"
+        assert MIN_SIDE <= max(image.size) <= MAX_SIDE
+    # Deterministic, and the first n images of a bigger set are the n-image set (linked).
+    paths = tuple(photo_paths())
+    assert make_image(3, paths) == files[3].read_bytes()
+    smaller = make_images(5, tmp_path, workers=1)
+    assert smaller.parent == folder.parent and len(list(smaller.iterdir())) == 5
+    assert (smaller / "img00004.jpg").read_bytes() == files[4].read_bytes()
+    assert {p.stem for p in paths} >= {p.stem for p in (ROOT / "samples").iterdir()}
 
 
 @pytest.mark.slow
 def test_benchmark_harness_writes_json_markdown_and_chart(tmp_path: Path) -> None:
     out = tmp_path / "results"
     cmd = [sys.executable, "-m", "benchmarks.run", "--images", "8", "--model", "resnet18",
-           "--repeats", "1", "--variants", "eager,featurex", "--sweep-sizes", "",
+           "--repeats", "1", "--variants", "row_udf,featurex", "--sweep-sizes", "",
            "--sweep-batches", "", "--subset", "4", "--out", str(out),
            "--data", str(tmp_path / "data")]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    assert results["machine"]["model"] == "resnet18" and results["machine"]["torch"]
+    machine = results["machine"]
+    assert machine["model"] == "resnet18" and machine["cores_used"] == 2
+    assert machine["cpu"] and machine["date"][:2] == "20"
+    assert all(machine[k] for k in ("python", "torch", "pyspark", "featurex"))
     rows = {r["variant"]: r for r in results["variants"]}
-    assert set(rows) == {"eager", "featurex"}
+    assert set(rows) == {"row_udf", "featurex"} and results["failed"] == []
     for row in rows.values():
-        assert row["images"] == 8 and row["images_per_s"] > 0
-        assert row["model_loads"] >= 1 and row["peak_worker_rss_mb"] > 100
-        assert row["max_rel_dev"] < 1e-4 and row["min_cosine"] > 0.9999  # same function
+        assert row["images"] == 8 and row["images_per_s"] > 0 and len(row["seconds"]) == 1
+        # One model per Python worker, every worker probed, one torch thread each.
+        assert 1 <= row["workers"] <= 2 and row["model_loads"] == row["workers"]
+        assert row["unprobed_workers"] == [] and row["worker_torch_threads"] == [1]
+        assert 100 < row["peak_worker_rss_mb"] < 4000
+        assert row["startup_s"] > 0 and row["warmup_s"] > 0
+        assert row["max_rel_dev"] < 1e-4 and row["min_cosine"] > 0.9999  # the same function
     assert rows["featurex"]["ratio_to_featurex"] == 1.0
+    assert rows["row_udf"]["ratio_to_featurex"] > 0
     assert results["size_sweep"] == [] and results["batch_sweep"] == []
     table = (out / "results.md").read_text()
-    assert "| featurex default | " in table and "| eager PyTorch" in table
-    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(list((tmp_path / "data" / "n8").glob("*.jpg"))) == 8
+    assert "| featurex default | auto (8) | " in table
+    assert "| seed-style broadcast row UDF | - | " in table
+    png = (out / "results.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and min(Image.open(io.BytesIO(png)).size) > 200
+    assert len(list((tmp_path / "data").glob("*/n8/*.jpg"))) == 8
