@@ -18,6 +18,7 @@ import os
 import platform
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,7 @@ LABELS = {
 QUICK = {
     "images": 64,
     "repeats": 1,
+    "rounds": 1,
     "sweep_sizes": "64,128",
     "sweep_batches": "4,8,16",
     "pbu_batches": "8",
@@ -51,7 +53,8 @@ QUICK = {
 }
 DEFAULTS = {
     "images": 256,
-    "repeats": 3,
+    "repeats": 2,
+    "rounds": 3,
     "sweep_sizes": "256,1024,4096",
     "sweep_batches": "1,4,8,16,32",
     "pbu_batches": "4,8,16",
@@ -157,7 +160,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add = parser.add_argument
     add("--images", type=int, help="images in the main comparison (256; --quick 64)")
     add("--model", default="resnet50", help="a torchvision model name (resnet50)")
-    add("--repeats", type=int, help="timed runs per variant, the median is reported (3)")
+    add("--repeats", type=int, help="timed runs per variant process, their median taken (2)")
+    add("--rounds", type=int, help="fresh processes per variant, in turns; the median round (3)")
     add("--cores", type=int, default=2, help="local[N], and eager's torch threads (2)")
     add("--variants", default=",".join(VARIANTS), help=f"comma-separated: {','.join(VARIANTS)}")
     add("--pbu-batches", help="predict_batch_udf batch sizes, the best is kept (4,8,16)")
@@ -181,8 +185,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.variant_list) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}: choose from {', '.join(VARIANTS)}")
-    if args.images < 1 or args.repeats < 1 or args.cores < 1:
-        parser.error("--images, --repeats and --cores must be positive")
+    if min(args.images, args.repeats, args.rounds, args.cores) < 1:
+        parser.error("--images, --repeats, --rounds and --cores must be positive")
     return args
 
 
@@ -194,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep_sizes, sweep_batches = _ints(args.sweep_sizes), _ints(args.sweep_batches)
     print(
         f"featurex benchmark: {args.model}, {args.images} images, local[{args.cores}], "
-        f"median of {args.repeats}; logs in {logs}",
+        f"{args.rounds} round(s) of {args.repeats} timed run(s); logs in {logs}",
         flush=True,
     )
     images = make_images(args.images, args.data, args.seed)
@@ -217,31 +221,45 @@ def main(argv: list[str] | None = None) -> int:
         "images": args.images,
         "photos": photo_set_tag(photo_paths()),
         "repeats": args.repeats,
+        "rounds": args.rounds,
         "partitions": args.partitions,
         "subset": len(subset),
         "command": "python -m benchmarks.run " + shlex.join(sys.argv[1:] if argv is None else argv),
     }
 
-    rows, failed = [], []
-    for variant in args.variant_list:
-        pbu = variant == "predict_batch_udf"
-        tried = []
-        for batch in _ints(args.pbu_batches) if pbu else [None]:
+    # Every (variant, batch) runs once per round, each time in a fresh process; the order
+    # turns each round, so slow drift of a shared machine does not always hit the same one.
+    entries = [
+        (variant, batch)
+        for variant in args.variant_list
+        for batch in (_ints(args.pbu_batches) if variant == "predict_batch_udf" else [None])
+    ]
+    runs: dict[tuple[str, int | None], list[dict[str, Any]]] = {e: [] for e in entries}
+    failed = []
+    for round_ in range(args.rounds):
+        turn = round_ % len(entries)
+        if args.rounds > 1:
+            print(f"  round {round_ + 1} of {args.rounds}", flush=True)
+        for variant, batch in entries[turn:] + entries[:turn]:
             name = f"{variant}-b{batch}" if batch else variant
             print(f"  {name} ...", end=" ", flush=True)
             start = time.perf_counter()
             try:
                 spec = {**base, "variant": variant, "batch_size": batch}
-                result = run_child(spec, args.timeout, logs / f"{name}.log")
+                result = run_child(spec, args.timeout, logs / f"{name}-r{round_ + 1}.log")
             except Exception as exc:  # one broken variant must not cost the others
                 print(f"FAILED ({exc})", flush=True)
-                failed.append({"variant": variant, "batch_size": batch, "error": str(exc)})
+                failure = {"variant": variant, "batch_size": batch, "round": round_ + 1}
+                failed.append({**failure, "error": str(exc)})
                 continue
             print(f"{result['images_per_s']:.2f} images/s ({_took(start)})", flush=True)
-            tried.append(result)
+            runs[variant, batch].append(result)
+    rows = []
+    for variant in args.variant_list:
+        tried = [merge_rounds(runs[e]) for e in entries if e[0] == variant and runs[e]]
         if tried:
             best = max(tried, key=lambda r: r["images_per_s"])
-            if pbu:
+            if variant == "predict_batch_udf":
                 best["tried"] = {r["batch_size"]: r["images_per_s"] for r in tried}
             rows.append(best)
     for row in rows:
@@ -281,6 +299,29 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def merge_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from a variant's rounds: the median round's figures, the worst memory."""
+    rates = [r["images_per_s"] for r in results]
+    row = dict(sorted(results, key=lambda r: r["images_per_s"])[(len(results) - 1) // 2])
+    row["images_per_s"] = statistics.median(rates)
+    row["round_images_per_s"] = rates
+    for key in ("peak_worker_rss_mb", "peak_worker_private_mb", "model_loads", "workers"):
+        if key in row:
+            row[key] = max(r[key] for r in results)
+    return row
+
+
+def _rate_cell(row: dict[str, Any]) -> str:
+    """The median, and the range over rounds when there were several."""
+    rates = row.get("round_images_per_s") or []
+    spread = f" ({min(rates):.1f}-{max(rates):.1f})" if len(rates) > 1 else ""
+    return f"{row['images_per_s']:.1f}{spread}"
+
+
+def _mb(value: float | None) -> str:
+    return f"{value:.0f}" if value else "-"
+
+
 def _took(start: float) -> str:
     return f"{time.perf_counter() - start:.0f} s in all"
 
@@ -316,14 +357,18 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Command: `{m['command']}`",
         "",
-        f"images/s: median of {m['repeats']} timed runs, each variant in a fresh process, "
-        "after a warm-up job that starts every Python worker and loads its model (start-up "
-        "and warm-up are excluded, and shown in the last column). Deviation: against eager "
-        f"torchvision fp32 on the first {m['subset']} images (max row-relative L2, min cosine).",
+        f"images/s: the median of {m.get('rounds', 1)} round(s); in a round every variant runs "
+        f"in a fresh process (in turns, a different one first each round), after a warm-up "
+        f"job that starts every Python worker and loads its model (start-up and warm-up are "
+        f"excluded, and shown in the last column), and counts the median of {m['repeats']} "
+        "timed run(s). Peak worker memory: the largest over rounds and workers, RSS (VmHWM and "
+        "sampled) and private (sampled RSS less file-backed pages, such as the shared "
+        "libraries every worker maps). Deviation: against eager torchvision fp32 on the first "
+        f"{m['subset']} images (max row-relative L2, min cosine).",
         "",
-        "| variant | batch | images/s | vs featurex | model loads | peak worker RSS (MB) "
-        "| max deviation | min cosine | excluded: start-up + warm-up (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | batch | images/s (range) | vs featurex | model loads | peak worker RSS (MB) "
+        "| peak private (MB) | max deviation | min cosine | excluded: start-up + warm-up (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["variants"]:
         ratio = f"{r['ratio_to_featurex']:.2f}x" if r.get("ratio_to_featurex") else "-"
@@ -335,8 +380,9 @@ def markdown(results: dict[str, Any]) -> str:
         if r.get("unprobed_workers"):  # seen by the sampler, gone before the probe
             loads += f" (+{len(r['unprobed_workers'])} unprobed)"
         lines.append(
-            f"| {_label(r)} | {batch} | {r['images_per_s']:.1f} | {ratio} | {loads} "
-            f"| {r['peak_worker_rss_mb']:.0f} | {r['max_rel_dev']:.1e} | {r['min_cosine']:.5f} "
+            f"| {_label(r)} | {batch} | {_rate_cell(r)} | {ratio} | {loads} "
+            f"| {r['peak_worker_rss_mb']:.0f} | {_mb(r.get('peak_worker_private_mb'))} "
+            f"| {r['max_rel_dev']:.1e} | {r['min_cosine']:.5f} "
             f"| {excluded} |"
         )
     for f in results.get("failed", []):

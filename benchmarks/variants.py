@@ -181,6 +181,8 @@ class WorkerMemory:
     def __init__(self, interval: float = 0.25) -> None:
         self.interval = interval
         self.peak_kb: dict[int, int] = {}
+        # RSS less file-backed pages (shared libraries, shared by every worker): private.
+        self.peak_private_kb: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="worker-rss")
 
@@ -202,8 +204,12 @@ class WorkerMemory:
                 daemons = {p.pid for p in kids if _is_daemon(p)}
                 for p in kids:
                     if p.ppid() in daemons:
-                        rss = p.memory_info().rss // 1024
+                        mem = p.memory_info()
+                        rss, private = mem.rss // 1024, (mem.rss - mem.shared) // 1024
                         self.peak_kb[p.pid] = max(rss, self.peak_kb.get(p.pid, 0))
+                        self.peak_private_kb[p.pid] = max(
+                            private, self.peak_private_kb.get(p.pid, 0)
+                        )
             except psutil.Error:  # a worker exited between listing and reading: next round
                 continue
 
@@ -301,6 +307,7 @@ def probe_workers(spark: Any, cores: int, memory: WorkerMemory) -> dict[str, Any
         "unprobed_workers": sorted(set(memory.peak_kb) - set(per_pid)),
         "worker_torch_threads": sorted({r["torch_threads"] for r in per_pid.values()}, key=str),
         "peak_worker_rss_mb": max(hwm, sampled),
+        "peak_worker_private_mb": max(memory.peak_private_kb.values(), default=0) / 1024,
         "vmhwm_mb": hwm,
         "sampled_rss_mb": sampled,
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.images import MAX_SIDE, MIN_SIDE, make_image, make_images, photo_paths  # noqa: E402
+from benchmarks.run import markdown, merge_rounds  # noqa: E402
 
 
 def test_benchmark_images_are_distinct_jpegs_cut_from_real_photos(tmp_path: Path) -> None:
@@ -39,7 +41,7 @@ def test_benchmark_images_are_distinct_jpegs_cut_from_real_photos(tmp_path: Path
 def test_benchmark_harness_writes_json_markdown_and_chart(tmp_path: Path) -> None:
     out = tmp_path / "results"
     cmd = [sys.executable, "-m", "benchmarks.run", "--images", "8", "--model", "resnet18",
-           "--repeats", "1", "--variants", "row_udf,featurex", "--sweep-sizes", "",
+           "--repeats", "1", "--rounds", "1", "--variants", "row_udf,featurex", "--sweep-sizes", "",
            "--sweep-batches", "", "--subset", "4", "--out", str(out),
            "--data", str(tmp_path / "data")]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -57,6 +59,8 @@ def test_benchmark_harness_writes_json_markdown_and_chart(tmp_path: Path) -> Non
         assert 1 <= row["workers"] <= 2 and row["model_loads"] == row["workers"]
         assert row["unprobed_workers"] == [] and row["worker_torch_threads"] == [1]
         assert 100 < row["peak_worker_rss_mb"] < 4000
+        # Private memory: the sampled RSS less the shared libraries' pages, so smaller.
+        assert 50 < row["peak_worker_private_mb"] < row["peak_worker_rss_mb"]
         assert row["startup_s"] > 0 and row["warmup_s"] > 0
         assert row["max_rel_dev"] < 1e-4 and row["min_cosine"] > 0.9999  # the same function
     assert rows["featurex"]["ratio_to_featurex"] == 1.0
@@ -68,3 +72,43 @@ def test_benchmark_harness_writes_json_markdown_and_chart(tmp_path: Path) -> Non
     png = (out / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and min(Image.open(io.BytesIO(png)).size) > 200
     assert len(list((tmp_path / "data").glob("*/n8/*.jpg"))) == 8
+
+
+def test_rounds_merge_into_the_median_round_and_the_worst_memory() -> None:
+    def result(rate: float, rss: float, loads: int) -> dict[str, object]:
+        return {"images_per_s": rate, "seconds": [1.0 / rate], "peak_worker_rss_mb": rss,
+                "peak_worker_private_mb": rss / 2, "model_loads": loads, "workers": 2}  # fmt: skip
+
+    rounds = [result(20.0, 900, 2), result(10.0, 1000, 2), result(30.0, 950, 3)]
+    row = merge_rounds(rounds)
+    assert row["images_per_s"] == 20.0 and row["seconds"] == [0.05]  # the median round's
+    assert row["round_images_per_s"] == [20.0, 10.0, 30.0]
+    assert row["peak_worker_rss_mb"] == 1000 and row["peak_worker_private_mb"] == 500
+    assert row["model_loads"] == 3  # a reload in any round shows
+    assert merge_rounds(rounds[:2])["images_per_s"] == 15.0  # even count: the midpoint
+    results = {
+        "machine": {"date": "2026-11-24", "model": "resnet50", "images": 256, "photos": "p",
+                    "cores_used": 2, "partitions": 8, "cpu": "cpu", "cpus_on_host": 2,
+                    "bf16_cpu": True, "loadavg_at_start": 1.0, "python": "3", "java": "17",
+                    "torch": "t", "torchvision": "tv", "pyspark": "4", "pillow": "p",
+                    "featurex": "0", "command": "c", "repeats": 2, "rounds": 3, "subset": 16},
+        "variants": [{**row, "variant": "featurex", "batch_size": 8, "ratio_to_featurex": 1.0,
+                      "max_rel_dev": 1e-7, "min_cosine": 1.0, "unprobed_workers": []}],
+    }  # fmt: skip
+    assert "| featurex default | 8 | 20.0 (10.0-30.0) | 1.00x | 3 in 2 workers | 1000 | 500 |" in (
+        markdown(results)
+    )
+
+
+def test_ceiling_reports_decode_and_forward_costs_per_image(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "benchmarks.ceiling", "--images", "4", "--model", "resnet18",
+           "--precisions", "fp32", "--rounds", "1", "--data", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(ln for ln in done.stdout.splitlines() if ln.strip().startswith("fp32:"))
+    decode, forward, per_core, bound = (
+        float(x) for x in re.findall(r"(\d+\.\d+) (?:ms|images/s)", line)
+    )
+    assert decode > 0 and forward > 0
+    assert per_core == pytest.approx(1e3 / (decode + forward), rel=0.02)
+    assert bound == pytest.approx(2 * per_core, rel=0.02)

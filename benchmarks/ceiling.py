@@ -1,0 +1,80 @@
+"""What one core can do: featurex's decode and forward costs per image, without Spark.
+
+    python -m benchmarks.ceiling                 # resnet50, the 256 benchmark images
+    python -m benchmarks.ceiling --images 64 --precisions fp32
+
+For each precision, on one core (pinned, one torch thread, as in a Spark Python worker):
+milliseconds per image for decode + preprocessing (featurex's `prepare`) and for the forward
+pass (featurex's loaded model at its default batch size, on the decoded tensors). Their sum
+bounds what `--cores` Spark workers can reach, with no Spark, Arrow or thread overhead at all:
+`cores * 1000 / (decode + forward)` images/s. Compare it with the featurex rows of
+`python -m benchmarks.run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.images import make_images
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def per_image_ms(images: list[bytes], precision: str, model: str, rounds: int) -> dict[str, float]:
+    from featurex.config import ExtractorConfig
+    from featurex.decode import prepare
+    from featurex.extractor import FeatureExtractor
+
+    config = ExtractorConfig(model=model, weights=None, device="cpu", precision=precision)  # type: ignore[arg-type]
+    engine = FeatureExtractor.from_config(config)
+    loaded, batch = engine.loaded, engine.batch_size
+    decode, forward = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        tensors = [
+            prepare(data, loaded.transform, config.max_pixels, loaded.resize_size)[0]
+            for data in images
+        ]
+        decode.append((time.perf_counter() - start) * 1e3 / len(images))
+        stacked = torch.stack(tensors)  # type: ignore[arg-type]
+        engine._forward(loaded, stacked[:batch])  # warm
+        start = time.perf_counter()
+        for i in range(0, len(images), batch):
+            engine._forward(loaded, stacked[i : i + batch])
+        forward.append((time.perf_counter() - start) * 1e3 / len(images))
+    return {"decode_ms": statistics.median(decode), "forward_ms": statistics.median(forward)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ceiling", description=__doc__)
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--cores", type=int, default=2, help="cores the bound is for (2)")
+    parser.add_argument("--rounds", type=int, default=3, help="passes, the median is kept (3)")
+    parser.add_argument("--data", type=Path, default=ROOT / "benchmarks" / ".data")
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    torch.set_num_threads(1)
+    folder = make_images(args.images, args.data)
+    images = [p.read_bytes() for p in sorted(folder.glob("*.jpg"))]
+    print(f"{args.model}, {len(images)} images, one core, one torch thread")
+    for precision in args.precisions.split(","):
+        cost = per_image_ms(images, precision, args.model, args.rounds)
+        total = cost["decode_ms"] + cost["forward_ms"]
+        print(
+            f"  {precision}: decode {cost['decode_ms']:.1f} ms + forward {cost['forward_ms']:.1f} "
+            f"ms per image = {1e3 / total:.1f} images/s per core; {args.cores} cores at most "
+            f"{args.cores * 1e3 / total:.1f} images/s",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
