@@ -35,15 +35,19 @@ def per_image_ms(images: list[bytes], precision: str, model: str, rounds: int) -
     engine = FeatureExtractor.from_config(config)
     loaded, batch = engine.loaded, engine.batch_size
     decode, forward = [], []
-    for _ in range(rounds):
+    for round_ in range(rounds):
         start = time.perf_counter()
-        tensors = [
-            prepare(data, loaded.transform, config.max_pixels, loaded.resize_size)[0]
+        prepared = [
+            prepare(data, loaded.transform, config.max_pixels, loaded.resize_size)
             for data in images
         ]
         decode.append((time.perf_counter() - start) * 1e3 / len(images))
-        stacked = torch.stack(tensors)  # type: ignore[arg-type]
-        engine._forward(loaded, stacked[:batch])  # warm
+        failed = [reason for _, reason in prepared if reason is not None]
+        if failed:
+            raise ValueError(f"{len(failed)} benchmark images did not decode: {failed[0]}")
+        stacked = torch.stack([t for t, _ in prepared])  # type: ignore[misc]
+        for _ in range(3 if round_ == 0 else 1):  # the graph executor profiles its first runs
+            engine._forward(loaded, stacked[:batch])
         start = time.perf_counter()
         for i in range(0, len(images), batch):
             engine._forward(loaded, stacked[i : i + batch])
@@ -51,7 +55,7 @@ def per_image_ms(images: list[bytes], precision: str, model: str, rounds: int) -
     return {"decode_ms": statistics.median(decode), "forward_ms": statistics.median(forward)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ceiling", description=__doc__)
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--model", default="resnet50")
@@ -59,8 +63,11 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2, help="cores the bound is for (2)")
     parser.add_argument("--rounds", type=int, default=3, help="passes, the median is kept (3)")
     parser.add_argument("--data", type=Path, default=ROOT / "benchmarks" / ".data")
-    args = parser.parse_args()
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    args = parser.parse_args(argv)
+    if min(args.images, args.cores, args.rounds) < 1:
+        parser.error("--images, --cores and --rounds must be positive")
+    if hasattr(os, "sched_setaffinity"):  # Linux: pin, as Spark's busy workers each hold one
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     torch.set_num_threads(1)
     folder = make_images(args.images, args.data)
     images = [p.read_bytes() for p in sorted(folder.glob("*.jpg"))]

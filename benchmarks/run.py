@@ -18,7 +18,6 @@ import os
 import platform
 import shlex
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -185,6 +184,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.variant_list) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}: choose from {', '.join(VARIANTS)}")
+    if not args.variant_list:
+        parser.error("--variants names no variant")
     if min(args.images, args.repeats, args.rounds, args.cores) < 1:
         parser.error("--images, --repeats, --rounds and --cores must be positive")
     return args
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[tuple[str, int | None], list[dict[str, Any]]] = {e: [] for e in entries}
     failed = []
     for round_ in range(args.rounds):
-        turn = round_ % len(entries)
+        turn = round_ * len(entries) // args.rounds  # spread the starting points
         if args.rounds > 1:
             print(f"  round {round_ + 1} of {args.rounds}", flush=True)
         for variant, batch in entries[turn:] + entries[:turn]:
@@ -300,22 +301,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def merge_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """One row from a variant's rounds: the median round's figures, the worst memory."""
+    """One row from a variant's rounds: the median round (the lower one of an even count),
+    so its rate, seconds and start-up agree, and the worst memory and loads of any round."""
     rates = [r["images_per_s"] for r in results]
     row = dict(sorted(results, key=lambda r: r["images_per_s"])[(len(results) - 1) // 2])
-    row["images_per_s"] = statistics.median(rates)
     row["round_images_per_s"] = rates
-    for key in ("peak_worker_rss_mb", "peak_worker_private_mb", "model_loads", "workers"):
+    for key in (
+        "peak_worker_rss_mb",
+        "peak_worker_private_mb",
+        "vmhwm_mb",
+        "sampled_rss_mb",
+        "model_loads",
+        "workers",
+    ):
         if key in row:
             row[key] = max(r[key] for r in results)
+    if "unprobed_workers" in row:
+        row["unprobed_workers"] = sorted({p for r in results for p in r["unprobed_workers"]})
     return row
 
 
-def _rate_cell(row: dict[str, Any]) -> str:
+def _rate_cell(row: dict[str, Any], rounds: int) -> str:
     """The median, and the range over rounds when there were several."""
     rates = row.get("round_images_per_s") or []
     spread = f" ({min(rates):.1f}-{max(rates):.1f})" if len(rates) > 1 else ""
-    return f"{row['images_per_s']:.1f}{spread}"
+    short = f", {len(rates)} of {rounds} rounds" if rates and len(rates) < rounds else ""
+    return f"{row['images_per_s']:.1f}{spread}{short}"
 
 
 def _mb(value: float | None) -> str:
@@ -362,12 +373,13 @@ def markdown(results: dict[str, Any]) -> str:
         f"job that starts every Python worker and loads its model (start-up and warm-up are "
         f"excluded, and shown in the last column), and counts the median of {m['repeats']} "
         "timed run(s). Peak worker memory: the largest over rounds and workers, RSS (VmHWM and "
-        "sampled) and private (sampled RSS less file-backed pages, such as the shared "
-        "libraries every worker maps). Deviation: against eager torchvision fp32 on the first "
+        "sampled) and anonymous (sampled RSS less file-backed and shared-memory pages: the "
+        "shared libraries every worker maps are out; copy-on-write pages from pyspark's "
+        "daemon are in). Deviation: against eager torchvision fp32 on the first "
         f"{m['subset']} images (max row-relative L2, min cosine).",
         "",
         "| variant | batch | images/s (range) | vs featurex | model loads | peak worker RSS (MB) "
-        "| peak private (MB) | max deviation | min cosine | excluded: start-up + warm-up (s) |",
+        "| peak anonymous (MB) | max deviation | min cosine | excluded: start-up + warm-up (s) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["variants"]:
@@ -380,14 +392,15 @@ def markdown(results: dict[str, Any]) -> str:
         if r.get("unprobed_workers"):  # seen by the sampler, gone before the probe
             loads += f" (+{len(r['unprobed_workers'])} unprobed)"
         lines.append(
-            f"| {_label(r)} | {batch} | {_rate_cell(r)} | {ratio} | {loads} "
+            f"| {_label(r)} | {batch} | {_rate_cell(r, m.get('rounds', 1))} | {ratio} | {loads} "
             f"| {r['peak_worker_rss_mb']:.0f} | {_mb(r.get('peak_worker_private_mb'))} "
             f"| {r['max_rel_dev']:.1e} | {r['min_cosine']:.5f} "
             f"| {excluded} |"
         )
     for f in results.get("failed", []):
         reason = f["error"].splitlines()[0]
-        lines.append(f"| {_label(f)} | {f.get('batch_size') or '-'} | failed: {reason} |")
+        where = f" in round {f['round']}" if "round" in f else ""
+        lines.append(f"| {_label(f)} | {f.get('batch_size') or '-'} | failed{where}: {reason} |")
     for title, key, field in (
         ("Data-size sweep", "size_sweep", "images"),
         ("Batch-size sweep", "batch_sweep", "batch_size"),

@@ -181,7 +181,7 @@ class WorkerMemory:
     def __init__(self, interval: float = 0.25) -> None:
         self.interval = interval
         self.peak_kb: dict[int, int] = {}
-        # RSS less file-backed pages (shared libraries, shared by every worker): private.
+        # RSS less file-backed and shmem pages (psutil's `shared`): anonymous memory.
         self.peak_private_kb: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="worker-rss")
