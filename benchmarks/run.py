@@ -308,7 +308,7 @@ def merge_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
     row["round_images_per_s"] = rates
     for key in (
         "peak_worker_rss_mb",
-        "peak_worker_private_mb",
+        "peak_worker_anon_mb",
         "vmhwm_mb",
         "sampled_rss_mb",
         "model_loads",
@@ -393,7 +393,7 @@ def markdown(results: dict[str, Any]) -> str:
             loads += f" (+{len(r['unprobed_workers'])} unprobed)"
         lines.append(
             f"| {_label(r)} | {batch} | {_rate_cell(r, m.get('rounds', 1))} | {ratio} | {loads} "
-            f"| {r['peak_worker_rss_mb']:.0f} | {_mb(r.get('peak_worker_private_mb'))} "
+            f"| {r['peak_worker_rss_mb']:.0f} | {_mb(r.get('peak_worker_anon_mb'))} "
             f"| {r['max_rel_dev']:.1e} | {r['min_cosine']:.5f} "
             f"| {excluded} |"
         )

@@ -182,7 +182,7 @@ class WorkerMemory:
         self.interval = interval
         self.peak_kb: dict[int, int] = {}
         # RSS less file-backed and shmem pages (psutil's `shared`): anonymous memory.
-        self.peak_private_kb: dict[int, int] = {}
+        self.peak_anon_kb: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="worker-rss")
 
@@ -205,11 +205,9 @@ class WorkerMemory:
                 for p in kids:
                     if p.ppid() in daemons:
                         mem = p.memory_info()
-                        rss, private = mem.rss // 1024, (mem.rss - mem.shared) // 1024
+                        rss, anon = mem.rss // 1024, (mem.rss - mem.shared) // 1024
                         self.peak_kb[p.pid] = max(rss, self.peak_kb.get(p.pid, 0))
-                        self.peak_private_kb[p.pid] = max(
-                            private, self.peak_private_kb.get(p.pid, 0)
-                        )
+                        self.peak_anon_kb[p.pid] = max(anon, self.peak_anon_kb.get(p.pid, 0))
             except psutil.Error:  # a worker exited between listing and reading: next round
                 continue
 
@@ -307,7 +305,7 @@ def probe_workers(spark: Any, cores: int, memory: WorkerMemory) -> dict[str, Any
         "unprobed_workers": sorted(set(memory.peak_kb) - set(per_pid)),
         "worker_torch_threads": sorted({r["torch_threads"] for r in per_pid.values()}, key=str),
         "peak_worker_rss_mb": max(hwm, sampled),
-        "peak_worker_private_mb": max(memory.peak_private_kb.values(), default=0) / 1024,
+        "peak_worker_anon_mb": max(memory.peak_anon_kb.values(), default=0) / 1024,
         "vmhwm_mb": hwm,
         "sampled_rss_mb": sampled,
     }

@@ -61,7 +61,7 @@ def test_benchmark_harness_writes_json_markdown_and_chart(tmp_path: Path) -> Non
         assert row["unprobed_workers"] == [] and row["worker_torch_threads"] == [1]
         assert 100 < row["peak_worker_rss_mb"] < 4000
         # Anonymous memory: a worker holding torch and a model has well over 200 MB of it.
-        assert 200 < row["peak_worker_private_mb"] < row["peak_worker_rss_mb"]
+        assert 200 < row["peak_worker_anon_mb"] < row["peak_worker_rss_mb"]
         assert row["startup_s"] > 0 and row["warmup_s"] > 0
         assert row["max_rel_dev"] < 1e-4 and row["min_cosine"] > 0.9999  # the same function
     assert rows["featurex"]["ratio_to_featurex"] == 1.0
@@ -78,13 +78,13 @@ def test_benchmark_harness_writes_json_markdown_and_chart(tmp_path: Path) -> Non
 def test_rounds_merge_into_the_median_round_and_the_worst_memory() -> None:
     def result(rate: float, rss: float, loads: int) -> dict[str, object]:
         return {"images_per_s": rate, "seconds": [1.0 / rate], "peak_worker_rss_mb": rss,
-                "peak_worker_private_mb": rss / 2, "model_loads": loads, "workers": 2}  # fmt: skip
+                "peak_worker_anon_mb": rss / 2, "model_loads": loads, "workers": 2}  # fmt: skip
 
     rounds = [result(20.0, 900, 2), result(10.0, 1000, 2), result(30.0, 950, 3)]
     row = merge_rounds(rounds)
     assert row["images_per_s"] == 20.0 and row["seconds"] == [0.05]  # the median round's
     assert row["round_images_per_s"] == [20.0, 10.0, 30.0]
-    assert row["peak_worker_rss_mb"] == 1000 and row["peak_worker_private_mb"] == 500
+    assert row["peak_worker_rss_mb"] == 1000 and row["peak_worker_anon_mb"] == 500
     assert row["model_loads"] == 3  # a reload in any round shows
     assert merge_rounds(rounds[:2])["images_per_s"] == 10.0  # even count: the lower round
     # A variant that failed in one round says so next to its rate.
