@@ -102,9 +102,10 @@ class ExtractorConfig:
     # JPEG draft decoding: libjpeg scales large photos down by 1/2, 1/4 or 1/8 while decoding,
     # never below the resize size. Faster on big photos, slightly different pixels.
     fast_decode: bool = False
-    # On the CPU, run a traced and frozen graph (oneDNN conv+batchnorm fusion, prepacked
-    # weights). None: for torchvision models only, since tracing fixes the Python control flow
-    # of a user's forward(); True or False to choose.
+    # On the CPU, run a traced, frozen graph (batchnorm folded into the convolutions) with
+    # oneDNN Graph fusions, compiled for the batch size. None: for torchvision models only,
+    # since tracing fixes the Python control flow of a user's forward(); True or False to
+    # choose.
     optimize: bool | None = None
     # A pickled full-model checkpoint runs code from the file when loaded: refused unless True.
     trust_checkpoint: bool = False

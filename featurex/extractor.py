@@ -223,14 +223,9 @@ class FeatureExtractor:
 
     def _forward(self, loaded: LoadedModel, batch: torch.Tensor) -> np.ndarray:
         n = batch.shape[0]
-        batch = batch.contiguous(memory_format=torch.channels_last)
-        if loaded.device.type == "cuda":
-            batch = batch.pin_memory().to(loaded.device, non_blocking=True)
-        with torch.inference_mode(), autocast(loaded.device, loaded.autocast_dtype):
-            out = loaded.module(batch)
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"the model returned {type(out).__name__}, expected a Tensor")
-        features = out.reshape(n, -1).float().cpu().numpy()
+        step = loaded.graph_batch or n
+        parts = [_infer(loaded, batch[i : i + step], step) for i in range(0, n, step)]
+        features = parts[0] if len(parts) == 1 else np.concatenate(parts)
         # Check every batch before it leaves: one row per input, one width, float32.
         if features.shape != (n, loaded.dim):
             raise RuntimeError(
@@ -243,6 +238,21 @@ class FeatureExtractor:
             return pending.features
         # No row of this batch succeeded: NaN rows of the right width.
         return np.full((pending.size, loaded.dim), np.nan, np.float32)
+
+
+def _infer(loaded: LoadedModel, batch: torch.Tensor, rows: int) -> np.ndarray:
+    """The model's (n, D) output for a batch, run as `rows` rows (padded; the padding dropped)."""
+    n = batch.shape[0]
+    if n < rows:  # copies of the last image: the graph runs only at the size it was built for
+        batch = torch.cat([batch, batch[-1:].expand(rows - n, -1, -1, -1)])
+    batch = batch.contiguous(memory_format=torch.channels_last)
+    if loaded.device.type == "cuda":
+        batch = batch.pin_memory().to(loaded.device, non_blocking=True)
+    with torch.inference_mode(), autocast(loaded.device, loaded.autocast_dtype):
+        out = loaded.module(batch)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the model returned {type(out).__name__}, expected a Tensor")
+    return out[:n].reshape(n, -1).float().cpu().numpy()
 
 
 def _model_input(tensor: object, chunk: list[tuple[_Pending, int, torch.Tensor]]) -> torch.Tensor:

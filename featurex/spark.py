@@ -9,6 +9,7 @@ process cache, and reuses it for every batch, task and job with the same config.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from ._cache import cache_info
 from .config import DEFAULT_MAX_PIXELS, ExtractorConfig, ModelFactory, OnError, Precision, Transform
 from .decode import PixelRecord
 from .errors import ConfigError
@@ -180,6 +182,7 @@ def _stream(
 ) -> Iterator[tuple[pd.Series, list[str | None]]]:
     """Runs in the Python worker: Arrow batches in, Series of float32 arrays out."""
     extractor = FeatureExtractor.from_config(config, _task_device(config))
+    _load_and_settle(extractor)
     if named:  # (input, names) pairs: split them in lockstep
         left, right = itertools.tee(batches)
         inputs = (_items(pair[0], input_type) for pair in left)
@@ -192,6 +195,23 @@ def _stream(
             None if err is not None else row for row, err in zip(features, errors, strict=True)
         ]
         yield pd.Series(rows, dtype=object), errors
+
+
+def _load_and_settle(extractor: FeatureExtractor) -> None:
+    """Load the task's model; after a load, move every live object out of the GC's reach.
+
+    pyspark's daemon runs a full `gc.collect()` after each task of a reused worker. With
+    torch, torchvision, pandas and a model loaded that walks about 400,000 objects, 180 ms
+    (measured): 7% of a 32-image ResNet-50 task in fp32, 13% in bf16. `gc.freeze()` after the
+    load leaves it the objects created since. What it freezes (imports, the model) lives as
+    long as the worker anyway; unfreezing first lets a model the cache has just evicted go.
+    """
+    loads = cache_info()["loads"]
+    _ = extractor.loaded
+    if cache_info()["loads"] != loads:
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
 
 def _task_device(config: ExtractorConfig) -> str | None:

@@ -62,13 +62,17 @@ def tiny_cnn() -> nn.Module:
 def worker_cache_report(
     config: object,
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """For mapInPandas: this Python worker's pid and its cache statistics for `config`."""
+    """For mapInPandas: this Python worker's pid, its cache statistics for `config`, and the
+    objects the garbage collector walks (`tracked`) or has been told to skip (`frozen`)."""
 
     def report(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import gc
+
         import featurex
 
+        heap = {"tracked": len(gc.get_objects()), "frozen": gc.get_freeze_count()}
         for batch in batches:
-            line = json.dumps({"pid": os.getpid(), **featurex.cache_info(config)})
+            line = json.dumps({"pid": os.getpid(), **featurex.cache_info(config), **heap})
             yield pd.DataFrame({"report": [line] * len(batch)})
 
     return report

@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
+
+from featurex.models import default_batch_size
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -68,7 +71,8 @@ def test_benchmark_harness_writes_json_markdown_and_chart(tmp_path: Path) -> Non
     assert rows["row_udf"]["ratio_to_featurex"] > 0
     assert results["size_sweep"] == [] and results["batch_sweep"] == []
     table = (out / "results.md").read_text()
-    assert "| featurex default | auto (8) | " in table
+    cpu_batch = default_batch_size(torch.device("cpu"))
+    assert f"| featurex default | auto ({cpu_batch}) | " in table
     assert "| seed-style broadcast row UDF | - | " in table
     png = (out / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and min(Image.open(io.BytesIO(png)).size) > 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 import torchvision
 from images import jpeg
 from models_for_tests import assert_close, reference_features, tiny_cnn
+from PIL import Image
 from safetensors.torch import save_file
 
 import featurex as fx
@@ -186,6 +188,43 @@ def test_cpu_models_run_as_a_checked_frozen_graph() -> None:
     assert not isinstance(eager.loaded.module, torch.jit.ScriptModule)
     assert_close(optimized.extract(images)[0], eager.extract(images)[0])
     assert_close(optimized.extract(images)[0], reference_features(images, "resnet18"))
+
+
+class _Recorder(torch.nn.Module):
+    """Runs a module and records the batch sizes it was given."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module, self.sizes = module, list[int]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(x.shape[0])
+        out: torch.Tensor = self.module(x)
+        return out
+
+
+def test_a_frozen_graph_runs_only_at_the_batch_size_it_was_compiled_for() -> None:
+    # Its fused kernels are compiled for one input shape: a smaller batch is padded, a larger
+    # one split, and neither shows in the features.
+    images = [jpeg(120 + 10 * i, 100, i) for i in range(7)]
+    # A seed of its own: a model no other test has cached, so that this one loads it.
+    model = {"model": "resnet18", "weights": None, "device": "cpu", "seed": 11}
+    small = fx.FeatureExtractor(**model, batch_size=3)
+    assert small.loaded.graph_batch == 3
+    assert not torch._C._jit_llga_enabled()  # the process-wide fusion flag is put back
+    larger = fx.FeatureExtractor(**model, batch_size=5)
+    assert larger.loaded is small.loaded  # batch size is not part of the cached model
+    eager = fx.FeatureExtractor(**model, optimize=False)
+    assert eager.loaded.graph_batch is None
+    want = eager.extract(images)[0]
+    assert_close(small.extract(images)[0], want)  # 3 + 3 + 1 padded
+    assert_close(larger.extract(images)[0], want)  # 5 split into 3 + 2 padded, then 2 padded
+
+    recorder = _Recorder(small.loaded.module)
+    loaded = dataclasses.replace(small.loaded, module=recorder)
+    batch = torch.stack([loaded.transform(Image.open(io.BytesIO(b))) for b in images])
+    assert_close(small._forward(loaded, batch), want)
+    assert recorder.sizes == [3, 3, 3]
 
 
 class _BatchDependent(torch.nn.Module):
