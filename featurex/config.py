@@ -137,8 +137,9 @@ class ExtractorConfig:
                 raise ConfigError(f"{flag} must be True or False, got {value!r}")
         if self.transform is not None and not callable(self.transform):
             raise ConfigError(f"transform must be callable or None, got {self.transform!r}")
-        # Only what changes the loaded model belongs in the key; batch size, decoding
-        # limits and the error policy are applied per call.
+        # Only what changes the loaded model belongs in the key; decoding limits and the
+        # error policy are applied per call. The batch size is in it: a frozen CPU graph is
+        # compiled for one.
         parts = (
             _fingerprint(self.model),
             _file_version(self.checkpoint) if self.checkpoint else repr(self.weights),
@@ -148,6 +149,7 @@ class ExtractorConfig:
             self.precision,
             f"optimize={self.optimize}",
             f"trust={self.trust_checkpoint}",
+            f"batch={self.batch_size}",
         )
         object.__setattr__(self, "key", "|".join(parts))
         from .models import check_checkpoint, check_precision  # imports torch: not at import
