@@ -252,7 +252,7 @@ def _infer(loaded: LoadedModel, batch: torch.Tensor, rows: int) -> np.ndarray:
         out = loaded.module(batch)
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"the model returned {type(out).__name__}, expected a Tensor")
-    return out[:n].reshape(n, -1).float().cpu().numpy()
+    return out.reshape(rows, -1)[:n].float().cpu().numpy()
 
 
 def _model_input(tensor: object, chunk: list[tuple[_Pending, int, torch.Tensor]]) -> torch.Tensor:

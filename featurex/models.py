@@ -293,8 +293,11 @@ def _onednn_fusion() -> Iterator[None]:
     The graph executor fuses a graph during its first runs, so a graph warmed up inside keeps
     its fused kernels for that input shape; the flag is process-wide, hence the lock.
     """
+    if not hasattr(torch._C, "_jit_llga_enabled"):  # a build without it (macOS, Windows)
+        yield  # the graph is still frozen, batchnorm folded, only not fused
+        return
     with _FUSION_LOCK:
-        enabled = torch._C._jit_llga_enabled()
+        enabled = torch.jit.onednn_fusion_enabled()  # type: ignore[no-untyped-call]
         torch.jit.enable_onednn_fusion(True)
         try:
             yield
@@ -319,13 +322,14 @@ def _freeze(
     batch = example[rows].contiguous(memory_format=torch.channels_last)
     trace_at = example[:1] if batch_size != 1 else example
     try:
-        with warnings.catch_warnings(), _onednn_fusion():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with torch.no_grad(), autocast(example.device, dtype):
-                traced = torch.jit.trace(module, trace_at, check_trace=False)  # type: ignore[no-untyped-call]
-                frozen = torch.jit.freeze(traced)
-            _run(frozen, batch, dtype)  # the graph executor profiles the first run
-            got = _run(frozen, batch, dtype)  # and fuses at the second: the run checked
+            with _onednn_fusion():
+                with torch.no_grad(), autocast(example.device, dtype):
+                    traced = torch.jit.trace(module, trace_at, check_trace=False)  # type: ignore[no-untyped-call]
+                    frozen = torch.jit.freeze(traced)
+                _run(frozen, batch, dtype)  # the graph executor profiles the first run
+                got = _run(frozen, batch, dtype)  # and fuses at the second: the run checked
             want = _run(module, batch, dtype)
     except Exception as exc:
         _warn_once(f"cannot optimize the model for inference ({first_line(exc)}); running eager")

@@ -105,9 +105,11 @@ def test_equal_configs_share_a_key_and_model_changes_do_not() -> None:
     a = ExtractorConfig(model="resnet18", weights=None)
     assert a.key == ExtractorConfig(model="resnet18", weights=None).key
     # Per-call settings do not need another model.
-    assert a.key == ExtractorConfig(model="resnet18", weights=None, batch_size=3).key
     assert a.key == ExtractorConfig(model="resnet18", weights=None, on_error="raise").key
+    assert a.key == ExtractorConfig(model="resnet18", weights=None, max_pixels=10**6).key
     for other in (
+        # A frozen CPU graph is compiled for its batch size.
+        ExtractorConfig(model="resnet18", weights=None, batch_size=3),
         ExtractorConfig(model="resnet34", weights=None),
         ExtractorConfig(model="resnet18", weights=None, seed=1),
         ExtractorConfig(model="resnet18", weights=None, precision="bf16"),
