@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import featurex as fx
+import featurex.models
 from featurex.config import ExtractorConfig
 from featurex.errors import CheckpointError, WeightsUnavailableError
 from featurex.models import (
@@ -229,11 +231,47 @@ def test_a_frozen_graph_runs_only_at_the_batch_size_it_was_compiled_for() -> Non
     assert recorder.sizes == [3, 3, 3]
 
 
+def _conv_bn() -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+    )  # fmt: skip
+
+
+def test_the_eager_model_is_freed_before_the_graph_is_compiled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The load's memory peak: the eager weights must be gone when the fusion packs its own.
+    models = featurex.models
+    real_build, real_fuse = models._build, models._fuse
+    built: list[weakref.ref[torch.nn.Module]] = []
+    alive_at_fuse: list[bool] = []
+
+    def build(config: ExtractorConfig) -> tuple[torch.nn.Module, object]:
+        module, transform = real_build(config)
+        built.append(weakref.ref(module))
+        return module, transform
+
+    def fuse(*args: object, **kwargs: object) -> bool:
+        alive_at_fuse.append(built[-1]() is not None)
+        return real_fuse(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(models, "_build", build)
+    monkeypatch.setattr(models, "_fuse", fuse)
+    loaded = load_model(ExtractorConfig(model=_conv_bn, weights=None, device="cpu", optimize=True))
+    assert isinstance(loaded.module, torch.jit.ScriptModule)
+    assert alive_at_fuse == [False]
+
+
 class _BatchDependent(torch.nn.Module):
     """Python control flow on the batch size: tracing would bake in one branch."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)  # weights from the seed
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = x.mean(dim=(2, 3))
+        pooled = self.conv(x).mean(dim=(2, 3))
         return pooled if x.shape[0] < 3 else pooled * 2
 
 
@@ -249,6 +287,10 @@ def test_a_model_that_traces_wrongly_stays_eager(caplog: pytest.LogCaptureFixtur
         module = extractor.loaded.module
     assert isinstance(module, _BatchDependent)
     assert "the optimized model differs from eager" in caplog.text
+    # The eager weights were freed before the check, and the model built again: the same one.
+    images = [jpeg(60 + 10 * i, 50, i) for i in range(5)]
+    eager = fx.FeatureExtractor(model=_BatchDependent, weights=None, device="cpu")
+    assert_close(extractor.extract(images)[0], eager.extract(images)[0])
 
 
 @pytest.mark.parametrize(
