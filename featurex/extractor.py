@@ -106,8 +106,15 @@ class FeatureExtractor:
     @property
     def loaded(self) -> LoadedModel:
         """The model, from this process's cache (built on first use)."""
-        key = self.config.key if self.device is None else f"{self.config.key}|on={self.device}"
-        return MODELS.get(key, partial(load_model, self.config, self.device))
+        return MODELS.get(self._key, partial(load_model, self.config, self.device))
+
+    def _is_cached(self) -> bool:
+        """Whether this process's cache holds the model now (a look that counts no hit)."""
+        return MODELS.info(self._key)["size"] == 1
+
+    @property
+    def _key(self) -> str:
+        return self.config.key if self.device is None else f"{self.config.key}|on={self.device}"
 
     @property
     def dim(self) -> int:

@@ -29,7 +29,6 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from ._cache import cache_info
 from .config import DEFAULT_MAX_PIXELS, ExtractorConfig, ModelFactory, OnError, Precision, Transform
 from .decode import PixelRecord
 from .errors import ConfigError
@@ -206,12 +205,12 @@ def _load_and_settle(extractor: FeatureExtractor) -> None:
     load leaves it the objects created since. What it freezes (imports, the model) lives as
     long as the worker anyway; unfreezing first lets a model the cache has just evicted go.
     """
-    loads = cache_info()["loads"]
+    if extractor._is_cached():  # the usual case: nothing to do, and no extra hit counted
+        return
     _ = extractor.loaded
-    if cache_info()["loads"] != loads:
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _task_device(config: ExtractorConfig) -> str | None:

@@ -96,7 +96,8 @@ def test_one_model_load_per_worker_across_two_jobs(spark: SparkSession, image_di
     # Each worker process loaded this model at most once, and reused it many times.
     assert all(r["loads"] <= 1 for r in by_pid.values()), by_pid
     assert sum(r["loads"] for r in by_pid.values()) >= 1
-    assert sum(r["hits"] for r in by_pid.values()) >= 6, by_pid
+    # One lookup per task that found the model (12 tasks), not two.
+    assert 6 <= sum(r["hits"] for r in by_pid.values()) <= 12, by_pid
     # After its load, a worker's heap (torch, the model: 100,000s of objects) is frozen, so
     # the gc.collect() pyspark runs after every task walks only what tasks created since.
     for r in by_pid.values():
