@@ -27,9 +27,9 @@ from .decode import prepare
 from .errors import ImageError
 from .models import (
     LoadedModel,
-    autocast,
     default_batch_size,
     default_decode_threads,
+    forward,
     load_model,
 )
 
@@ -255,11 +255,7 @@ def _infer(loaded: LoadedModel, batch: torch.Tensor, rows: int) -> np.ndarray:
     batch = batch.contiguous(memory_format=torch.channels_last)
     if loaded.device.type == "cuda":
         batch = batch.pin_memory().to(loaded.device, non_blocking=True)
-    with torch.inference_mode(), autocast(loaded.device, loaded.autocast_dtype):
-        out = loaded.module(batch)
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"the model returned {type(out).__name__}, expected a Tensor")
-    return out.reshape(rows, -1)[:n].float().cpu().numpy()
+    return forward(loaded.module, batch, loaded.autocast_dtype)[:n].cpu().numpy()
 
 
 def _model_input(tensor: object, chunk: list[tuple[_Pending, int, torch.Tensor]]) -> torch.Tensor:

@@ -276,7 +276,8 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContext
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _run(module: nn.Module, batch: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+def forward(module: nn.Module, batch: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """The model's output for a batch on its device, as (rows, D) float32."""
     with torch.inference_mode(), autocast(batch.device, dtype):
         out = module(batch)
     if not isinstance(out, torch.Tensor):
@@ -345,8 +346,8 @@ def _fuse(
     try:
         with warnings.catch_warnings(), _onednn_fusion():
             warnings.simplefilter("ignore")
-            _run(graph, batch, dtype)
-            got = _run(graph, batch, dtype)
+            forward(graph, batch, dtype)
+            got = forward(graph, batch, dtype)
         error = ((got - want).norm(dim=1) / want.norm(dim=1).clamp_min(1e-12)).max().item()
     except Exception as exc:
         _warn_once(f"cannot optimize the model for inference ({first_line(exc)}); running eager")
@@ -521,7 +522,7 @@ def load_model(config: ExtractorConfig, device: str | None = None) -> LoadedMode
         # A frozen CPU graph is compiled for one batch size: checked at it, run at it.
         batch_size = config.batch_size or default_batch_size(target)
         batch = _repeat_to(example, batch_size)
-        out = _run(module, batch, dtype)  # eager: the reference for the check
+        out = forward(module, batch, dtype)  # eager: the reference for the check
         graph = _freeze(module, example, dtype, batch_size)
         if graph is not None:
             # Free the eager weights before the fusion compiles its own copies: a lower load
@@ -537,7 +538,7 @@ def load_model(config: ExtractorConfig, device: str | None = None) -> LoadedMode
                 gc.collect()
                 module = _for_inference(_build(config)[0], target)
     else:
-        out = _run(module, example, dtype)
+        out = forward(module, example, dtype)
     dim = int(out.shape[1])
     log.info(
         "featurex loaded %s on %s (dim=%s, autocast=%s)", config.describe(), target, dim, dtype
