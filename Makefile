@@ -13,7 +13,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml scripts/check_requirements.sh
 	@scripts/check_requirements.sh $(PYTHON)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[dev,connect]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,connect,hf,timm,open_clip]"
 	@touch $@
 
 # Pretrained ResNet-50 weights when they can be had; otherwise (offline, exit code 3) say so

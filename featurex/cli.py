@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 the job failed; 2 a bad argument (one line, before Spar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import os
@@ -22,8 +23,10 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from . import __version__
-from .config import PRECISIONS, ExtractorConfig
+from ._types import PRECISIONS
+from .config import ExtractorConfig
 from .errors import ConfigError, WeightsUnavailableError, first_line
+from .models import family
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -58,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--batch-size", type=int, default=None, help="inference batch size")
     ex.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ex.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    ex.add_argument(
+        "--normalize", action="store_true", help="L2-normalized features (cosine-ready)"
+    )
     ex.add_argument(
         "--input-type",
         default="bytes",
@@ -102,12 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="resnet50", help="torchvision model (default: resnet50)")
+    parser.add_argument(
+        "--model",
+        default="resnet50",
+        help="a torchvision model (default: resnet50), hf:<repo id or folder>[@revision], "
+        "timm:<name>[.tag] or open_clip:<arch>",
+    )
     parser.add_argument(
         "--weights",
         default="DEFAULT",
-        help="torchvision weights name (DEFAULT, IMAGENET1K_V1, ...), a checkpoint PATH "
-        "(.pth/.pt/.safetensors), or none for random init (default: DEFAULT)",
+        help="DEFAULT (the family's pretrained weights), a weights name (IMAGENET1K_V1) or "
+        "open_clip tag, a checkpoint PATH (.pth/.pt/.safetensors), or none for random init",
     )
 
 
@@ -140,7 +151,7 @@ def _local(path: str) -> str | None:
 def _extract(args: argparse.Namespace) -> int:
     config = ExtractorConfig(
         model=args.model, weights=args.weights, batch_size=args.batch_size, device=args.device,
-        precision=args.precision,
+        precision=args.precision, normalize=args.normalize,
     )  # fmt: skip
     for setting in args.conf:
         if not re.fullmatch(r"spark\.[\w.\-]+=.*", setting):
@@ -155,11 +166,8 @@ def _extract(args: argparse.Namespace) -> int:
     local = _local(output)
     if local is not None and os.path.exists(local) and not args.overwrite:
         raise ConfigError(f"output {output!r} exists: pass --overwrite to replace it")
-    if isinstance(config.model, str) and config.weights is not None and not config.checkpoint:
-        # Fail now, in one line, rather than in every task of the job.
-        from .models import ensure_weights, resolve_weights
-
-        ensure_weights(config.model, resolve_weights(config.model, config.weights))
+    # Download now, or fail in one line, rather than in every task of the job.
+    family(config.source.family).fetch(config.source)
 
     spark = _session(args.master, dict(c.split("=", 1) for c in args.conf))
     try:
@@ -436,16 +444,5 @@ def _device() -> dict[str, Any]:
 
 def _weights(config: ExtractorConfig) -> dict[str, Any]:
     """Where --model's weights come from, and whether they are already on this machine."""
-    assert isinstance(config.model, str)
-    found: dict[str, Any] = {"model": config.model, "weights": config.weights, "file": None}
-    if config.weights is None:
-        return {**found, "weights": "none", "cached": None, "status": "random init"}
-    if config.checkpoint is not None:
-        return {**found, "file": config.checkpoint, "cached": True, "status": "local checkpoint"}
-    from .models import resolve_weights, weights_file
-
-    weights = resolve_weights(config.model, config.weights)
-    path = weights_file(weights)
-    cached = os.path.isfile(path)
-    status = f"cached at {path}" if cached else f"not cached (would download {weights.url})"
-    return {**found, "weights": str(weights), "file": path, "cached": cached, "status": status}
+    status = family(config.source.family).weights_status(config.source)
+    return {"model": config.model, **dataclasses.asdict(status)}

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .config import ExtractorConfig, ModelFactory
+from ._types import ModelFactory
+from .config import ExtractorConfig, with_config_options
 from .extractor import FeatureExtractor
 
 if TYPE_CHECKING:
@@ -20,16 +21,18 @@ if TYPE_CHECKING:
 class ImageVectorizer:
     """Feature vectors for single images and for whole DataFrames.
 
-    `options` are those of `featurex.image_features` (batch_size, device, precision, ...).
+    `options` are `ExtractorConfig`'s fields, as for `featurex.image_features` (batch_size,
+    device, precision, normalize, ...).
     """
 
+    @with_config_options
     def __init__(
         self,
         model: str | ModelFactory = "resnet50",
         weights: str | None = "DEFAULT",
         **options: Any,
     ) -> None:
-        self.config = ExtractorConfig(model=model, weights=weights, **options)
+        self.config = ExtractorConfig.from_options(model, weights, options)
 
     def extract_features(self, image_bytes: bytes) -> list[float]:
         """The feature vector of one encoded image, as a list of floats.

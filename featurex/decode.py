@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 from PIL import Image, ImageOps
 
-from .config import Transform
+from ._types import Transform
 from .errors import first_line
 
 log = logging.getLogger(__name__)

@@ -17,12 +17,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
+from typing import Any
 
 import numpy as np
 import torch
 
 from ._cache import MODELS
-from .config import DEFAULT_MAX_PIXELS, ExtractorConfig, ModelFactory, OnError, Precision, Transform
+from ._types import ModelFactory
+from .config import ExtractorConfig, with_config_options
 from .decode import prepare
 from .errors import ImageError
 from .models import (
@@ -61,39 +63,17 @@ class FeatureExtractor:
     ((3, 512), True)
     """
 
+    @with_config_options
     def __init__(
         self,
         model: str | ModelFactory = "resnet50",
         weights: str | None = "DEFAULT",
-        *,
-        batch_size: int | None = None,
-        device: str = "auto",
-        precision: Precision = "fp32",
-        on_error: OnError = "null",
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        decode_threads: int | None = None,
-        seed: int = 0,
-        transform: Transform | None = None,
-        fast_decode: bool = False,
-        optimize: bool | None = None,
-        trust_checkpoint: bool = False,
+        **options: Any,
     ) -> None:
+        """`options` are `ExtractorConfig`'s fields: batch_size, device, precision, normalize,
+        on_error, ... (see `help(FeatureExtractor)`)."""
         self.device: str | None = None
-        self.config = ExtractorConfig(
-            model=model,
-            weights=weights,
-            seed=seed,
-            transform=transform,
-            batch_size=batch_size,
-            device=device,
-            precision=precision,
-            decode_threads=decode_threads,
-            on_error=on_error,
-            max_pixels=max_pixels,
-            fast_decode=fast_decode,
-            optimize=optimize,
-            trust_checkpoint=trust_checkpoint,
-        )
+        self.config = ExtractorConfig.from_options(model, weights, options)
 
     @classmethod
     def from_config(cls, config: ExtractorConfig, device: str | None = None) -> FeatureExtractor:
@@ -238,6 +218,9 @@ class FeatureExtractor:
             raise RuntimeError(
                 f"model output has shape {tuple(features.shape)}, expected ({n}, {loaded.dim})"
             )
+        if self.config.normalize:  # unit rows; an all-zero row stays zero
+            norms = np.linalg.norm(features, axis=1, keepdims=True)
+            features = features / np.maximum(norms, np.finfo(np.float32).tiny)
         return features
 
     def _result(self, pending: _Pending, loaded: LoadedModel) -> Features:

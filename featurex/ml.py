@@ -57,16 +57,22 @@ class ImageFeaturizer(
     be decoded give null (or fail the task with `onError="raise"`).
     """
 
-    model: Param[str] = _param("model", "torchvision model name, e.g. resnet50")
+    model: Param[str] = _param(
+        "model", "a torchvision model name (resnet50), hf:<repo or folder>, timm:<name> or "
+        "open_clip:<arch>",
+    )  # fmt: skip
     weights: Param[str] = _param(
-        "weights", "torchvision weights name (DEFAULT, IMAGENET1K_V1, ...), a checkpoint path, "
-        "or 'none' for a seeded random init",
+        "weights", "DEFAULT (the family's pretrained weights), a weights name or tag, a "
+        "checkpoint path, or 'none' for a seeded random init",
     )  # fmt: skip
     batchSize: Param[int] = _param(
         "batchSize", "images per forward pass (unset: the device's default)", TypeConverters.toInt
     )
     device: Param[str] = _param("device", "auto, cpu, cuda or cuda:N")
     precision: Param[str] = _param("precision", "fp32, bf16 or fp16")
+    normalize: Param[bool] = _param(
+        "normalize", "L2-normalized feature rows (cosine-ready)", TypeConverters.toBoolean
+    )
     onError: Param[str] = _param(
         "onError", "null: an undecodable image gives null; raise: fail the task naming the row"
     )
@@ -90,6 +96,7 @@ class ImageFeaturizer(
         batchSize: int | None = None,
         device: str = "auto",
         precision: str = "fp32",
+        normalize: bool = False,
         onError: str = "null",
         outputType: str = "array",
         inputType: str = "auto",
@@ -97,8 +104,8 @@ class ImageFeaturizer(
         super().__init__()
         self._setDefault(
             inputCol="content", outputCol="features", model="resnet50", weights="DEFAULT",
-            device="auto", precision="fp32", onError="null", outputType="array",
-            inputType="auto",
+            device="auto", precision="fp32", normalize=False, onError="null",
+            outputType="array", inputType="auto",
         )  # fmt: skip
         self._apply(self._input_kwargs)
         self.extractor_config()  # fail here, not in the first job
@@ -114,6 +121,7 @@ class ImageFeaturizer(
         batchSize: int | None = None,
         device: str | None = None,
         precision: str | None = None,
+        normalize: bool | None = None,
         onError: str | None = None,
         outputType: str | None = None,
         inputType: str | None = None,
@@ -149,6 +157,7 @@ class ImageFeaturizer(
             batch_size=self.getBatchSize(),
             device=self.getDevice(),
             precision=self.getPrecision(),  # type: ignore[arg-type]  # checked by the config
+            normalize=self.getNormalize(),
             on_error=self.getOnError(),  # type: ignore[arg-type]
         )
 
@@ -202,6 +211,12 @@ class ImageFeaturizer(
 
     def getPrecision(self) -> str:
         return str(self.getOrDefault(self.precision))
+
+    def setNormalize(self, value: bool) -> ImageFeaturizer:
+        return self._set(normalize=value)
+
+    def getNormalize(self) -> bool:
+        return bool(self.getOrDefault(self.normalize))
 
     def setOnError(self, value: str) -> ImageFeaturizer:
         return self._set(onError=value)

@@ -29,7 +29,8 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from .config import DEFAULT_MAX_PIXELS, ExtractorConfig, ModelFactory, OnError, Precision, Transform
+from ._types import ModelFactory
+from .config import ExtractorConfig, with_config_options
 from .decode import PixelRecord
 from .errors import ConfigError
 from .extractor import FeatureExtractor
@@ -47,51 +48,29 @@ IMAGE_FIELDS = ("height", "width", "nChannels", "data")
 pandas_udf: Any = _pandas_udf
 
 
+@with_config_options
 def image_features(
     col: Column | str,
     model: str | ModelFactory = "resnet50",
     weights: str | None = "DEFAULT",
-    batch_size: int | None = None,
-    device: str = "auto",
-    precision: Precision = "fp32",
-    on_error: OnError = "null",
-    with_errors: bool = False,
     *,
+    with_errors: bool = False,
     input_type: InputType = "auto",
     path_col: Column | str | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    decode_threads: int | None = None,
-    fast_decode: bool = False,
-    optimize: bool | None = None,
-    trust_checkpoint: bool = False,
-    seed: int = 0,
-    transform: Transform | None = None,
+    **options: Any,
 ) -> Column:
     """A Column of image feature vectors.
 
     `col` holds encoded image bytes (binaryFile's `content`), paths or URIs read on the
     executors (a string column), or Spark's image data source struct; `input_type="auto"`
     tells them apart by type. `path_col` (for example binaryFile's `path`) names rows in
-    the error raised with `on_error="raise"`.
+    the error raised with `on_error="raise"`. `options` are `ExtractorConfig`'s fields
+    (batch_size, device, precision, normalize, on_error, ...: see `help(image_features)`).
 
     Returns `array<float>` (null where an image could not be used) or, with
     `with_errors=True`, `struct<features: array<float>, error: string>`.
     """
-    config = ExtractorConfig(
-        model=model,
-        weights=weights,
-        seed=seed,
-        transform=transform,
-        batch_size=batch_size,
-        device=device,
-        precision=precision,
-        decode_threads=decode_threads,
-        on_error=on_error,
-        max_pixels=max_pixels,
-        fast_decode=fast_decode,
-        optimize=optimize,
-        trust_checkpoint=trust_checkpoint,
-    )
+    config = ExtractorConfig.from_options(model, weights, options)
     return features_column(col, config, with_errors, input_type, path_col)
 
 

@@ -121,7 +121,7 @@ def test_equal_configs_share_a_key_and_model_changes_do_not() -> None:
 def test_a_precision_this_cpu_cannot_run_is_reported_on_the_driver(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from featurex.models import _warn_once
+    from featurex.models.runtime import _warn_once
 
     _warn_once.cache_clear()
     with caplog.at_level("WARNING", logger="featurex.models"):

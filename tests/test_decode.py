@@ -13,7 +13,7 @@ from PIL import Image
 
 from featurex.config import DEFAULT_MAX_PIXELS
 from featurex.decode import DecodeError, PixelRecord, load_image, prepare, resize_target
-from featurex.models import default_transform
+from featurex.models.base import default_transform
 
 
 def decode(data: object, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -261,7 +261,7 @@ def test_only_raster_formats_are_opened() -> None:
 def test_resize_target_reads_presets_and_composes() -> None:
     from torchvision import transforms as T
 
-    from featurex.models import default_transform
+    from featurex.models.base import default_transform
 
     assert resize_target(default_transform()) == 256
     assert resize_target(T.Compose([T.Resize(300), T.CenterCrop(224)])) == 300

@@ -17,17 +17,11 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import featurex as fx
-import featurex.models
+import featurex.models.runtime
 from featurex.config import ExtractorConfig
 from featurex.errors import CheckpointError, WeightsUnavailableError
-from featurex.models import (
-    ensure_weights,
-    gpu_ordinal,
-    load_model,
-    read_checkpoint,
-    resolve_weights,
-    task_device,
-)
+from featurex.models import Built, gpu_ordinal, load_model, read_checkpoint, task_device
+from featurex.models.torchvision import ensure_weights, resolve_weights
 
 
 @pytest.mark.parametrize(
@@ -242,22 +236,22 @@ def test_the_eager_model_is_freed_before_the_graph_is_compiled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The load's memory peak: the eager weights must be gone when the fusion packs its own.
-    models = featurex.models
-    real_build, real_fuse = models._build, models._fuse
+    runtime = featurex.models.runtime
+    real_build, real_fuse = runtime._build, runtime._fuse
     built: list[weakref.ref[torch.nn.Module]] = []
     alive_at_fuse: list[bool] = []
 
-    def build(config: ExtractorConfig) -> tuple[torch.nn.Module, object]:
-        module, transform = real_build(config)
-        built.append(weakref.ref(module))
-        return module, transform
+    def build(config: ExtractorConfig) -> Built:
+        result = real_build(config)
+        built.append(weakref.ref(result.module))
+        return result
 
     def fuse(*args: object, **kwargs: object) -> bool:
         alive_at_fuse.append(built[-1]() is not None)
         return real_fuse(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(models, "_build", build)
-    monkeypatch.setattr(models, "_fuse", fuse)
+    monkeypatch.setattr(runtime, "_build", build)
+    monkeypatch.setattr(runtime, "_fuse", fuse)
     loaded = load_model(ExtractorConfig(model=_conv_bn, weights=None, device="cpu", optimize=True))
     assert isinstance(loaded.module, torch.jit.ScriptModule)
     assert alive_at_fuse == [False]

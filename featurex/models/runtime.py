@@ -1,8 +1,8 @@
-"""Model registry, weights resolution and preprocessing. Pure PyTorch, no Spark.
+"""The runtime every family shares: device, precision, graph optimization, checks. No Spark.
 
-`load_model(config)` builds what a worker caches: the feature trunk (the model with its
-final classifier replaced by Identity), the preprocessing that belongs to the weights, the
-feature size and how to run it (device, autocast dtype, memory format).
+`load_model(config)` builds what a worker caches: the family's feature trunk and its
+preprocessing, pruned of what the image path never runs, on its device, traced and fused
+where that is faithful, with its feature size and how to run it (autocast dtype, batch).
 """
 
 from __future__ import annotations
@@ -11,34 +11,24 @@ import contextlib
 import gc
 import logging
 import os
-import pickle
-import re
 import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import Any, TypeVar, cast
-from urllib.parse import urlparse
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from .config import ExtractorConfig, Transform
-from .decode import resize_target
-from .errors import CheckpointError, WeightsUnavailableError, first_line
+from .._types import Transform
+from ..decode import resize_target
+from ..errors import first_line
+from .base import Built, ModelSpec
+from .registry import family
 
 log = logging.getLogger(__name__)
-_SEED_LOCK = threading.Lock()
-_V = TypeVar("_V")
-
-# Resize(256) -> CenterCrop(224) -> ToTensor -> Normalize(ImageNet), for weights that do not
-# bring their own preprocessing (a checkpoint path, random init, a factory).
-DEFAULT_RESIZE = 256
-DEFAULT_CROP = 224
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_BATCH_SIZE = {"cpu": 4, "cuda": 64}
 
 
@@ -55,51 +45,6 @@ class LoadedModel:
     resize_size: int | None = None
     # A frozen graph's oneDNN kernels are compiled for one batch size: run it at that size.
     graph_batch: int | None = None
-
-
-def default_transform() -> Transform:
-    from torchvision.transforms._presets import ImageClassification
-
-    preset = ImageClassification(
-        crop_size=DEFAULT_CROP,
-        resize_size=DEFAULT_RESIZE,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-    )
-    return cast(Transform, preset)
-
-
-def resolve_weights(model: str, weights: str) -> Any:
-    """The torchvision weights enum member for a validated name such as "DEFAULT"."""
-    import torchvision.models
-
-    return torchvision.models.get_model_weights(model)[weights]
-
-
-def weights_file(weights: Any) -> str:
-    """Where torch.hub keeps (or would keep) the file of torchvision weights."""
-    name = os.path.basename(urlparse(weights.url).path)
-    return os.path.join(torch.hub.get_dir(), "checkpoints", name)
-
-
-def ensure_weights(model: str, weights: Any) -> None:
-    """Download torchvision weights into the torch.hub cache, or say in one line what to do."""
-    path = weights_file(weights)
-    if os.path.isfile(path):
-        return
-    digest = re.search(r"-([a-f0-9]+)\.", os.path.basename(path))  # torch.hub's convention
-    log.info("downloading %s to %s", weights.url, path)
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        torch.hub.download_url_to_file(
-            weights.url, path, hash_prefix=digest.group(1) if digest else None, progress=False
-        )
-    except Exception as exc:
-        raise WeightsUnavailableError(
-            f"cannot download {weights} for {model} from {weights.url} ({first_line(exc)}). "
-            f"Offline? Pass weights='/path/to/checkpoint.pth' (a local state_dict; "
-            f"CLI: --weights PATH) or weights=None for random init (CLI: --weights none)"
-        ) from exc
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -194,65 +139,6 @@ def _cpu_has_bf16() -> bool:
 @cache
 def _warn_once(message: str) -> None:
     log.warning(message)
-
-
-def _strip_classifier(module: nn.Module) -> tuple[str, int]:
-    """Replace the last nn.Linear (the classifier) by Identity: return its name and in size."""
-    linears = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError("model has no nn.Linear classifier whose input could be the features")
-    name, layer = linears[-1]
-    parent_name, _, attr = name.rpartition(".")
-    parent = module.get_submodule(parent_name) if parent_name else module
-    setattr(parent, attr, nn.Identity())
-    return name, layer.in_features
-
-
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed torch's global RNG for one model build, then restore the caller's RNG state.
-
-    Locked: two threads building models at once would otherwise interleave their draws.
-    """
-    with _SEED_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-def _build(config: ExtractorConfig) -> tuple[nn.Module, Transform]:
-    """The feature trunk (classifier removed) and its preprocessing, on the CPU."""
-    state: dict[str, torch.Tensor] | None = None
-    if config.checkpoint is not None:
-        loaded = read_checkpoint(config.checkpoint, config.trust_checkpoint)
-        if isinstance(loaded, nn.Module):  # a trusted full model brings its architecture
-            if any(isinstance(m, nn.Linear) for m in loaded.modules()):
-                _strip_classifier(loaded)
-            return loaded, config.transform or default_transform()
-        state = loaded
-    if callable(config.model):  # a factory returns the trunk itself
-        with _seeded(config.seed):
-            module = config.model()
-        if not isinstance(module, nn.Module):
-            raise TypeError(f"model factory returned {type(module).__name__}, expected nn.Module")
-        if state is not None:
-            _load_state(module, state, config.checkpoint, None)
-        return module, config.transform or default_transform()
-
-    import torchvision.models
-
-    builder = torchvision.models.get_model_builder(config.model)
-    if config.weights is not None and state is None:
-        enum = resolve_weights(config.model, config.weights)
-        ensure_weights(config.model, enum)
-        module = builder(weights=enum)
-        _strip_classifier(module)
-        return module, config.transform or enum.transforms()
-    with _seeded(config.seed):
-        module = builder(weights=None)
-    head, _ = _strip_classifier(module)
-    if state is not None:
-        _load_state(module, state, config.checkpoint, head + ".")
-    return module, config.transform or default_transform()
 
 
 def _example_batch(transform: Transform) -> torch.Tensor:
@@ -358,165 +244,18 @@ def _fuse(
     return True
 
 
-def read_checkpoint(path: str, trust: bool = False) -> dict[str, torch.Tensor] | nn.Module:
-    """A checkpoint's state_dict, read without running pickled code from the file.
-
-    A pickled full model (torch.save(model)) is loaded only with `trust=True`, since
-    unpickling it runs whatever code the file names.
-    """
-    try:
-        if path.lower().endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            obj: Any = load_file(path, device="cpu")
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Weights only load failed" not in str(exc):
-            raise CheckpointError(_unreadable(path, exc)) from exc
-        if not trust:
-            raise CheckpointError(
-                f"checkpoint {path!r} holds pickled Python objects (for example a full model "
-                f"saved with torch.save(model)), and loading it would run code from the file. "
-                f"Save model.state_dict() (or .safetensors) instead, or pass "
-                f"trust_checkpoint=True if you trust where the file came from"
-            ) from exc
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(_unreadable(path, exc)) from exc
-    if trust and isinstance(obj, nn.Module):
-        return obj
-    return _as_state_dict(obj, path)
-
-
-def _unreadable(path: str, exc: BaseException) -> str:
-    return (
-        f"cannot read checkpoint {path!r} ({first_line(exc)}). featurex loads state_dicts: "
-        f"torch.save(model.state_dict(), path) or .safetensors"
-    )
-
-
-def _as_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
-    for wrapper in ("state_dict", "model"):  # common training-loop layouts
-        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
-            obj = obj[wrapper]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"checkpoint {path!r} is not a state_dict of tensors")
-    return _strip_ddp(obj)
-
-
-def _strip_ddp(state: Mapping[str, _V]) -> dict[str, _V]:
-    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel/DDP
-        return {k[len("module.") :]: v for k, v in state.items()}
-    return dict(state)
-
-
-def _checkpoint_shapes(path: str, trust: bool) -> dict[str, tuple[int, ...]] | None:
-    """Key -> shape, cheaply (a safetensors header, or a memory-mapped torch.load).
-
-    None for a trusted full model, which brings its own architecture.
-    """
-    obj: Any
-    try:
-        if path.lower().endswith(".safetensors"):
-            from safetensors import safe_open
-
-            with safe_open(path, framework="pt") as f:
-                return _strip_ddp({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (RuntimeError, pickle.UnpicklingError):
-        # Legacy (non-zip) files cannot be memory-mapped; pickled objects are refused or,
-        # when trusted, loaded: read_checkpoint says which, with the right message.
-        obj = read_checkpoint(path, trust)
-    except Exception as exc:
-        raise CheckpointError(_unreadable(path, exc)) from exc
-    if isinstance(obj, nn.Module):
-        return None
-    return {k: tuple(v.shape) for k, v in _as_state_dict(obj, path).items()}
-
-
-def check_checkpoint(config: ExtractorConfig) -> None:
-    """On the driver: a checkpoint that cannot fit the model fails before any job runs.
-
-    The model is built on the meta device (no memory, no init), so this costs milliseconds.
-    """
-    path = config.checkpoint
-    assert path is not None
-    shapes = _checkpoint_shapes(path, config.trust_checkpoint)
-    if shapes is None:
-        return
-    try:
-        with torch.device("meta"):
-            if isinstance(config.model, str):
-                import torchvision.models
-
-                module = torchvision.models.get_model_builder(config.model)(weights=None)
-                head: str | None = _strip_classifier(module)[0] + "."
-            else:
-                module, head = config.model(), None
-    except Exception as exc:  # a factory that cannot build on meta: the worker checks
-        log.debug("skipping the driver-side checkpoint check: %s", exc)
-        return
-    _check_fit(module, shapes, path, head)
-
-
-def _check_fit(
-    module: nn.Module, shapes: Mapping[str, tuple[int, ...]], path: str, ignore_prefix: str | None
-) -> None:
-    """Every model key present with its shape, no extra keys (the removed head aside)."""
-    if ignore_prefix:  # the head is replaced by Identity, so any class count fits
-        shapes = {k: v for k, v in shapes.items() if not k.startswith(ignore_prefix)}
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    missing = [k for k in expected if k not in shapes]
-    unexpected = [k for k in shapes if k not in expected]
-    wrong = [
-        f"{k} {shapes[k]} vs {expected[k]}"
-        for k in expected
-        if k in shapes and shapes[k] != expected[k]
-    ]
-    problems = [
-        f"{kind} {_few(keys)}"
-        for kind, keys in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches (checkpoint vs model)", wrong),
-        )
-        if keys
-    ]
-    if problems:
-        raise CheckpointError(f"checkpoint {path!r} does not fit the model: {', '.join(problems)}")
-
-
-def _load_state(
-    module: nn.Module, state: dict[str, torch.Tensor], path: str | None, ignore_prefix: str | None
-) -> None:
-    """Load a state_dict strictly, except for keys of the removed classifier head."""
-    assert path is not None
-    _check_fit(module, {k: tuple(v.shape) for k, v in state.items()}, path, ignore_prefix)
-    if ignore_prefix:
-        state = {k: v for k, v in state.items() if not k.startswith(ignore_prefix)}
-    module.load_state_dict(state)
-
-
-def _few(keys: list[str], n: int = 4) -> str:
-    shown = ", ".join(keys[:n])
-    more = f" and {len(keys) - n} more" if len(keys) > n else ""
-    return f"[{shown}{more}]"
-
-
-def load_model(config: ExtractorConfig, device: str | None = None) -> LoadedModel:
+def load_model(config: ModelSpec, device: str | None = None) -> LoadedModel:
     """Build the model described by a config, on `device` (default: the config's).
 
     Slow; callers go through the cache.
     """
     target = resolve_device(device or config.device)
-    module, transform = _build(config)
+    module, transform, optimize = _eager(config)
     dtype = autocast_dtype(config.precision, target)
     module = _for_inference(module, target)
     example = _example_batch(transform).to(target)
-    optimize = config.optimize
-    if optimize is None:  # torchvision's models trace faithfully; a user's forward may not
-        optimize = isinstance(config.model, str) and not config.trust_checkpoint
+    if config.optimize is not None:
+        optimize = config.optimize
     graph_batch = None
     if optimize and target.type == "cpu":
         # A frozen CPU graph is compiled for one batch size: checked at it, run at it.
@@ -536,7 +275,7 @@ def load_model(config: ExtractorConfig, device: str | None = None) -> LoadedMode
             del graph
             if not fused:  # rare: build the eager model again
                 gc.collect()
-                module = _for_inference(_build(config)[0], target)
+                module = _for_inference(_eager(config)[0], target)
     else:
         out = forward(module, example, dtype)
     dim = int(out.shape[1])
@@ -549,6 +288,60 @@ def load_model(config: ExtractorConfig, device: str | None = None) -> LoadedMode
     del module
     _trim_heap()
     return loaded
+
+
+def _build(config: ModelSpec) -> Built:
+    """The family's model on the CPU; the config's transform replaces the family's."""
+    built = family(config.source.family).build(config.source, config.seed)
+    if config.transform is not None:
+        built.transform = config.transform
+    return built
+
+
+def _eager(config: ModelSpec) -> tuple[nn.Module, Transform, bool]:
+    """The eager model on the CPU, pruned of what its image path does not run, its
+    preprocessing, and whether the family would optimize it."""
+    built = _build(config)
+    module, transform = built.module.eval(), built.transform
+    if built.prunable is not None:
+        _drop_unused(module, built.prunable, _example_batch(transform))
+    return module, transform, built.optimize
+
+
+def _drop_unused(module: nn.Module, towers: nn.Module, example: torch.Tensor) -> None:
+    """Drop the direct children of `towers` that computing features never runs (a CLIP
+    model's text tower: 63M of ViT-B/16 CLIP's 150M parameters), if the output stays the same.
+
+    Which children run is seen with hooks on one forward pass; the output after dropping is
+    checked against the one before, and anything that differs or fails puts them back.
+    """
+    ran: set[str] = set()
+    children = dict(towers.named_children())
+    hooks = [
+        child.register_forward_pre_hook(lambda *_, name=name: ran.add(name))
+        for name, child in children.items()
+    ]
+    try:
+        before = forward(module, example, None)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    unused = [name for name in children if name not in ran]
+    if not unused:
+        return
+    for name in unused:
+        setattr(towers, name, None)
+    try:
+        after = forward(module, example, None)
+        same = after.shape == before.shape and bool(torch.allclose(after, before, 1e-6, 1e-7))
+    except Exception:  # it was used after all (an attribute, not a call): keep it
+        same = False
+    if not same:
+        _warn_once(f"could not drop the unused parts {unused} of the model; keeping them")
+        for name in unused:
+            setattr(towers, name, children[name])
+    else:
+        log.info("dropped %s, which the image features do not use", unused)
 
 
 def _repeat_to(example: torch.Tensor, rows: int) -> torch.Tensor:

@@ -1,0 +1,240 @@
+"""Hugging Face transformers (`hf:<repo id or local folder>[@revision]`): CLIP, SigLIP,
+DINOv2 and any image model `AutoModel` builds.
+
+Features: `get_image_features` where the model has it (CLIP, SigLIP: the image-text
+embedding), else `pooler_output` (DINOv2: the layer-normed CLS token), else the token mean of
+`last_hidden_state`. Preprocessing: the repo's `AutoImageProcessor`, as transformers picks it.
+Weights load from safetensors only, and no remote code runs (`trust_remote_code` stays off).
+A repo id is pinned on the driver to the commit its revision names, so that every worker
+loads the same files.
+"""
+
+from __future__ import annotations
+
+import glob
+import inspect
+import os
+import re
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from .._types import ModelFactory
+from ..errors import ConfigError, WeightsUnavailableError, first_line
+from .base import Built, Source, WeightsStatus, import_optional, seeded
+from .weights import download_lock, folder_version
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+# What a worker needs from a repo: configs (model, image processor) and the weights.
+_FILES = ["*.json", "*.safetensors"]
+_OFFLINE_FIX = (
+    "Offline? Use a local folder (model.save_pretrained(folder) and "
+    "processor.save_pretrained(folder), then model='hf:/path/to/folder'), set "
+    "HF_HUB_OFFLINE=1 to use a repo already in the Hugging Face cache, or weights=None for a "
+    "random init from the config"
+)
+
+
+def _transformers() -> Any:
+    return import_optional("transformers", "hf", "hf")
+
+
+def _is_folder(name: str) -> bool:
+    return os.path.isdir(os.path.expanduser(name)) or name.startswith(("/", ".", "~"))
+
+
+class HuggingFace:
+    name: str = "hf"
+    extra: str | None = "hf"
+
+    def resolve(self, model: str | ModelFactory, weights: str | None, trust: bool) -> Source:
+        assert isinstance(model, str)
+        _transformers()
+        if weights not in (None, "DEFAULT"):
+            raise ConfigError(
+                f"weights={weights!r} for hf:{model}: expected 'DEFAULT' (the repo's or "
+                f"folder's own weights) or None (a seeded random init from its config); "
+                f"pick a revision with model='hf:<repo id>@<revision>'"
+            )
+        if _is_folder(model):
+            folder = os.path.abspath(os.path.expanduser(model))
+            _check_folder(folder, weights)
+            source = Source(self.name, folder, weights, folder_version(folder))
+            config_dir = folder
+        else:
+            repo, _, revision = model.partition("@")
+            if not _REPO_ID.match(repo):
+                raise ConfigError(
+                    f"hf:{model} is neither a local folder nor a repo id such as "
+                    f"'facebook/dinov2-small' (optionally @revision)"
+                )
+            config_file = _hub_file(repo, "config.json", revision or None)
+            # The snapshot folder is named after the commit: pin it for every worker.
+            commit = os.path.basename(os.path.dirname(config_file))
+            _hub_file(repo, "preprocessor_config.json", commit)
+            source = Source(self.name, repo, weights, f"{repo}@{commit}", revision=commit)
+            config_dir = os.path.dirname(config_file)
+        _check_image_model(config_dir, f"hf:{model}")
+        return source
+
+    def build(self, source: Source, seed: int) -> Built:
+        transformers = _transformers()
+        folder = self._local(source)
+        if source.weights is None:
+            config = transformers.AutoConfig.from_pretrained(folder)
+            with seeded(seed):
+                model = transformers.AutoModel.from_config(config)
+        else:
+            model = transformers.AutoModel.from_pretrained(folder, use_safetensors=True)
+        model = model.float()  # fp16 weights too: the precision option decides the compute
+        processor = transformers.AutoImageProcessor.from_pretrained(folder)
+        embedder = ImageEmbedder(model.eval())
+        prunable = model if embedder.how == "image_features" else None
+        return Built(embedder, ProcessorTransform(processor), prunable=prunable)
+
+    def _local(self, source: Source) -> str:
+        """The folder to load from: the user's, or the pinned snapshot in the HF cache."""
+        assert isinstance(source.model, str)
+        if source.revision is None:
+            return source.model
+        from huggingface_hub import snapshot_download
+
+        patterns = _FILES if source.weights is not None else ["*.json"]
+        try:
+            with download_lock(source.identity):
+                return str(
+                    snapshot_download(
+                        source.model, revision=source.revision, allow_patterns=patterns
+                    )
+                )
+        except Exception as exc:
+            raise WeightsUnavailableError(
+                f"cannot download hf:{source.model} at {source.revision} ({first_line(exc)}). "
+                f"{_OFFLINE_FIX}"
+            ) from exc
+
+    def weights_status(self, source: Source) -> WeightsStatus:
+        assert isinstance(source.model, str)
+        if source.revision is None:
+            return WeightsStatus(source.model, None, source.model, "local folder")
+        if source.weights is None:
+            return WeightsStatus("none", None, None, f"random init (config of {source.identity})")
+        from huggingface_hub import try_to_load_from_cache
+
+        for name in ("model.safetensors", "model.safetensors.index.json"):
+            path = try_to_load_from_cache(source.model, name, revision=source.revision)
+            if isinstance(path, str):
+                folder = os.path.dirname(path)
+                return WeightsStatus(source.identity, True, folder, f"cached at {folder}")
+        return WeightsStatus(
+            source.identity, False, None, "not cached (would download from the Hugging Face Hub)"
+        )
+
+    def fetch(self, source: Source) -> None:
+        self._local(source)
+
+
+class ImageEmbedder(nn.Module):
+    """pixel_values -> one feature row per image, by the documented rule."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.how = "image_features" if hasattr(model, "get_image_features") else "forward"
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.how == "image_features":
+            out = cast(Any, self.model).get_image_features(pixel_values=pixel_values)
+            # transformers 5 returns an output whose pooler_output is the embedding.
+            return out if isinstance(out, torch.Tensor) else out.pooler_output
+        out = self.model(pixel_values=pixel_values)
+        pooled = getattr(out, "pooler_output", None)
+        if pooled is not None:
+            return pooled  # type: ignore[no-any-return]
+        hidden: torch.Tensor = out.last_hidden_state
+        return hidden.mean(dim=(2, 3)) if hidden.ndim == 4 else hidden.mean(dim=1)
+
+
+class ProcessorTransform:
+    """An image processor as a per-image transform: RGB PIL image -> (3, H, W) float32."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+        size = getattr(processor, "size", None) or {}
+        # An aspect-preserving resize makes the short side this; the elongation check of
+        # `decode.prepare` needs it. A fixed height x width resize bounds its own output.
+        edge = size.get("shortest_edge") if getattr(processor, "do_resize", True) else None
+        self.resize_size: int | None = edge if isinstance(edge, int) else None
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        pixels: torch.Tensor = self.processor(images=image, return_tensors="pt")["pixel_values"]
+        return pixels[0]
+
+    def __repr__(self) -> str:
+        return f"ProcessorTransform({type(self.processor).__name__})"
+
+
+def _check_folder(folder: str, weights: str | None) -> None:
+    if not os.path.isdir(folder):
+        raise ConfigError(f"hf:{folder}: no such folder")
+    needed = {
+        "config.json": "model.save_pretrained(folder)",
+        "preprocessor_config.json": "the image processor's processor.save_pretrained(folder)",
+    }
+    for name, how in needed.items():
+        if not os.path.isfile(os.path.join(folder, name)):
+            raise ConfigError(f"hf:{folder} has no {name}: write it with {how}")
+    if weights is not None and not glob.glob(os.path.join(folder, "*.safetensors")):
+        raise ConfigError(
+            f"hf:{folder} has no .safetensors weights, and featurex does not unpickle "
+            f"pytorch_model.bin: save them with model.save_pretrained(folder) (safetensors is "
+            f"its default), or pass weights=None for a random init"
+        )
+
+
+def _hub_file(repo: str, filename: str, revision: str | None) -> str:
+    """A file of a Hub repo at a revision, from the cache or downloaded; one-line errors."""
+    from huggingface_hub import errors, hf_hub_download
+
+    where = f"hf:{repo}" + (f"@{revision}" if revision else "")
+    try:
+        return str(hf_hub_download(repo, filename, revision=revision))
+    except errors.RevisionNotFoundError as exc:
+        raise ConfigError(f"{where}: no such revision ({first_line(exc)})") from exc
+    except errors.RepositoryNotFoundError as exc:  # also a gated or private repo
+        raise ConfigError(
+            f"{where}: no such repo, or it is private or gated (log in with `hf auth login`)"
+        ) from exc
+    except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as exc:
+        raise WeightsUnavailableError(
+            f"cannot resolve {where} (not in the Hugging Face cache, and the Hub cannot be "
+            f"reached: {first_line(exc)}). {_OFFLINE_FIX}"
+        ) from exc
+    except errors.EntryNotFoundError as exc:  # on the Hub (the local case is caught above)
+        raise ConfigError(f"{where} has no {filename}: is it an image model?") from exc
+    except OSError as exc:
+        raise WeightsUnavailableError(
+            f"cannot resolve {where} ({first_line(exc)}). {_OFFLINE_FIX}"
+        ) from exc
+
+
+def _check_image_model(config_dir: str, where: str) -> None:
+    """On the driver: the config names a model class AutoModel builds, taking pixel_values."""
+    transformers = _transformers()
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(config_dir)
+        model_class: Any = MODEL_MAPPING[type(config)]
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(
+            f"{where}: transformers has no AutoModel for its config ({first_line(exc)}); "
+            f"featurex runs no remote code"
+        ) from exc
+    takes_pixels = "pixel_values" in inspect.signature(model_class.forward).parameters
+    if not (hasattr(model_class, "get_image_features") or takes_pixels):
+        raise ConfigError(
+            f"{where} is a {model_class.__name__}, which takes no images (no pixel_values): "
+            f"expected an image model such as CLIP, SigLIP or DINOv2"
+        )

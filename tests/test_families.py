@@ -1,0 +1,344 @@
+"""Model families beyond torchvision: Hugging Face (CLIP, DINOv2), timm and open_clip.
+
+Offline: tiny random models saved to temp folders the way users save them (save_pretrained,
+state_dicts), loaded through featurex's real loading code, compared with each library's own
+pipeline run by hand (tests/families.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from families import (
+    OPEN_CLIP_ARCH,
+    TIMM_ARCH,
+    fake_hub_repo,
+    hf_reference,
+    open_clip_reference,
+    save_open_clip_state,
+    save_timm_state,
+    save_tiny_clip,
+    save_tiny_dinov2,
+    timm_reference,
+)
+from images import encode, jpeg, photo
+from models_for_tests import assert_close, worker_cache_report
+
+import featurex as fx
+from featurex.errors import ConfigError
+
+ROOT = Path(__file__).parent.parent
+IMAGES = [jpeg(200, 150, 1), jpeg(120, 260, 2), encode(photo(90, 90, 3), "PNG"), jpeg(64, 48, 4)]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("families")
+    return {
+        "clip": save_tiny_clip(root / "clip"),
+        "dinov2": save_tiny_dinov2(root / "dinov2"),
+        "timm": save_timm_state(root / "timm.safetensors"),
+        "open_clip": save_open_clip_state(root / "open_clip.pt"),
+    }
+
+
+def _models(saved: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Each family's featurex arguments and its hand-run reference features for IMAGES."""
+    return {
+        "clip": {"model": f"hf:{saved['clip']}", "weights": "DEFAULT"},
+        "dinov2": {"model": f"hf:{saved['dinov2']}", "weights": "DEFAULT"},
+        "timm": {"model": f"timm:{TIMM_ARCH}", "weights": str(saved["timm"])},
+        "open_clip": {"model": f"open_clip:{OPEN_CLIP_ARCH}", "weights": str(saved["open_clip"])},
+    }
+
+
+def _reference(name: str, saved: dict[str, Path]) -> np.ndarray:
+    if name in ("clip", "dinov2"):
+        return hf_reference(saved[name], IMAGES)
+    if name == "timm":
+        return timm_reference(saved["timm"], IMAGES)
+    return open_clip_reference(saved["open_clip"], IMAGES)
+
+
+@pytest.mark.parametrize("name", ["clip", "dinov2", "timm", "open_clip"])
+def test_features_equal_the_library_pipeline(saved: dict[str, Path], name: str) -> None:
+    args = _models(saved)[name]
+    extractor = fx.FeatureExtractor(**args, device="cpu")
+    features, errors = extractor.extract([*IMAGES, b"not an image"])
+    assert errors[:4] == [None] * 4 and errors[4] is not None
+    assert np.isnan(features[4]).all()
+    assert_close(features[:4], _reference(name, saved))
+
+
+def test_clip_features_are_the_projected_image_embedding_and_the_text_tower_is_dropped(
+    saved: dict[str, Path],
+) -> None:
+    extractor = fx.FeatureExtractor(f"hf:{saved['clip']}", device="cpu")
+    assert extractor.dim == 16  # projection_dim, not the vision hidden size (32)
+    inner = extractor.loaded.module.model
+    kept = {name for name, child in inner.named_children() if child is not None}
+    assert kept == {"vision_model", "visual_projection"}
+
+
+def test_random_init_is_seeded_from_the_config(saved: dict[str, Path]) -> None:
+    one = fx.FeatureExtractor(f"hf:{saved['dinov2']}", weights=None, device="cpu", seed=1)
+    two = fx.FeatureExtractor(f"hf:{saved['dinov2']}", weights=None, device="cpu", seed=1)
+    other = fx.FeatureExtractor(f"hf:{saved['dinov2']}", weights=None, device="cpu", seed=2)
+    assert np.array_equal(one.extract(IMAGES)[0], two.extract(IMAGES)[0])
+    assert not np.allclose(one.extract(IMAGES)[0], other.extract(IMAGES)[0])
+    trained = fx.FeatureExtractor(f"hf:{saved['dinov2']}", device="cpu").extract(IMAGES)[0]
+    assert not np.allclose(one.extract(IMAGES)[0], trained)
+
+
+@pytest.mark.parametrize("name", ["clip", "dinov2", "timm", "open_clip", "torchvision"])
+def test_normalize_gives_unit_rows(saved: dict[str, Path], name: str) -> None:
+    args = {"model": "resnet18", "weights": None} if name == "torchvision" else _models(saved)[name]
+    raw = fx.FeatureExtractor(**args, device="cpu").extract(IMAGES)[0]
+    unit, errors = fx.FeatureExtractor(**args, device="cpu", normalize=True).extract(
+        [*IMAGES, None]
+    )
+    assert np.allclose(np.linalg.norm(unit[:4], axis=1), 1.0, atol=1e-6)
+    assert_close(unit[:4], raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-6)
+    assert np.isnan(unit[4]).all() and errors[4] is not None
+
+
+def test_families_through_spark_equal_their_references(
+    spark: Any, saved: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, data in enumerate(IMAGES):
+        (folder / f"img{i}.bin").write_bytes(data)
+    (folder / "img9.bin").write_bytes(b"\x89PNG broken")
+    files = spark.read.format("binaryFile").load(str(folder)).repartition(2)
+    models = _models(saved)
+    columns = [
+        fx.image_features("content", **args, device="cpu", with_errors=True).alias(name)
+        for name, args in models.items()
+    ]
+    unit = fx.image_features("content", **models["clip"], device="cpu", normalize=True)
+    rows = files.select("path", *columns, unit.alias("unit")).orderBy("path").collect()
+    assert [r.path.rsplit("/", 1)[1] for r in rows] == [f"img{i}.bin" for i in (0, 1, 2, 3, 9)]
+    for name in models:
+        got = np.array([r[name].features for r in rows[:4]], dtype=np.float32)
+        assert_close(got, _reference(name, saved))
+        assert rows[4][name].features is None and "not an image" in rows[4][name].error
+    norms = np.linalg.norm(np.array([r.unit for r in rows[:4]]), axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-6) and rows[4].unit is None
+
+
+def test_one_hf_load_per_worker_across_two_jobs(spark: Any, saved: dict[str, Path]) -> None:
+    config = fx.ExtractorConfig(model=f"hf:{saved['dinov2']}", device="cpu", seed=5)
+    col = fx.image_features("content", model=f"hf:{saved['dinov2']}", device="cpu", seed=5)
+    df = spark.createDataFrame([(b,) for b in IMAGES * 3], "content binary").repartition(6)
+    for _ in range(2):  # two jobs, 6 tasks each
+        rows = df.select(col.alias("f")).collect()
+        assert len(rows) == 12 and all(len(r.f) == 32 for r in rows)
+    # Many small tasks: Spark hands out idle Python workers in turn, so every worker in the
+    # pool (earlier tests' queries may have grown it past two) reports.
+    reports = (
+        spark.range(0, 64, numPartitions=64)
+        .mapInPandas(worker_cache_report(config), "report string")
+        .collect()
+    )
+    by_pid = {json.loads(r.report)["pid"]: json.loads(r.report) for r in reports}
+    assert all(r["loads"] <= 1 for r in by_pid.values()), by_pid
+    assert sum(r["loads"] for r in by_pid.values()) >= 1
+    # Every task looked the model up once: a load, or a hit on an earlier task's load.
+    assert sum(r["hits"] for r in by_pid.values()) == 12, by_pid
+
+
+def test_an_equal_config_shares_the_load_and_a_changed_folder_does_not(
+    tmp_path: Path, saved: dict[str, Path]
+) -> None:
+    folder = save_tiny_dinov2(tmp_path / "dinov2", seed=3)
+    first = fx.ExtractorConfig(model=f"hf:{folder}")
+    assert fx.ExtractorConfig(model=f"hf:{folder}").key == first.key
+    assert fx.ExtractorConfig(model=f"hf:{folder}", normalize=True).key == first.key
+    os.utime(folder / "model.safetensors", ns=(1, 1))  # the weights file replaced
+    assert fx.ExtractorConfig(model=f"hf:{folder}").key != first.key
+
+
+def test_image_featurizer_with_an_hf_model_saves_and_loads(
+    spark: Any, saved: dict[str, Path], tmp_path: Path
+) -> None:
+    from pyspark.ml import Pipeline, PipelineModel
+
+    featurizer = fx.ImageFeaturizer(
+        inputCol="content", model=f"hf:{saved['clip']}", device="cpu", normalize=True
+    )
+    df = spark.createDataFrame([(b,) for b in IMAGES], "content binary")
+    fitted = Pipeline(stages=[featurizer]).fit(df)
+    fitted.write().overwrite().save(str(tmp_path / "pipeline"))
+    loaded = PipelineModel.load(str(tmp_path / "pipeline"))
+    stage = loaded.stages[0]
+    assert stage.getModel() == f"hf:{saved['clip']}" and stage.getNormalize() is True
+    got = np.array([r.features for r in loaded.transform(df).collect()], dtype=np.float32)
+    want = hf_reference(saved["clip"], IMAGES)
+    assert_close(got, want / np.linalg.norm(want, axis=1, keepdims=True))
+
+
+@pytest.mark.parametrize(
+    ("module", "model", "extra"),
+    [("transformers", "hf:facebook/dinov2-small", "hf"), ("timm", "timm:resnet50", "timm"),
+     ("open_clip", "open_clip:ViT-B-32", "open_clip")],
+)  # fmt: skip
+def test_a_missing_extra_fails_at_the_call_with_the_pip_command(
+    monkeypatch: pytest.MonkeyPatch, module: str, model: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # what `import` sees when it is absent
+    with pytest.raises(
+        ConfigError, match=rf'needs the {module!r} package.*pip install "featurex\[{extra}\]"'
+    ):
+        fx.image_features("content", model=model)
+
+
+def test_bad_names_fail_on_the_driver_naming_the_value_and_the_fix(tmp_path: Path) -> None:
+    cases = [
+        ({"model": "timm:resnt50"}, r"unknown timm model 'resnt50': did you mean timm:resnet50"),
+        ({"model": "open_clip:ViT-B-31"}, r"unknown open_clip architecture 'ViT-B-31': did you mean open_clip:ViT-B-32"),
+        ({"model": "open_clip:ViT-B-32", "weights": "laion9"}, r"unknown pretrained tag 'laion9' for open_clip:ViT-B-32: expected one of 'openai'"),
+        ({"model": f"hf:{tmp_path}"}, r"has no config.json: write it with model.save_pretrained\(folder\)"),
+        ({"model": f"hf:{tmp_path / 'missing'}"}, r"no such folder"),
+        ({"model": "hf:not a repo!"}, r"neither a local folder nor a repo id"),
+        ({"model": "hf:"}, r"names no model after 'hf:'"),
+        ({"model": "timm:test_vit", "weights": "IMAGENET1K_V1"}, r"weights='IMAGENET1K_V1' for timm:test_vit: expected 'DEFAULT'"),
+        ({"model": "resnet18", "batchsize": 4}, r"unknown option 'batchsize': did you mean 'batch_size'"),
+    ]  # fmt: skip
+    for kwargs, message in cases:
+        model = kwargs.pop("model")
+        with pytest.raises(ConfigError, match=message):
+            fx.image_features("content", model=model, **kwargs)
+
+
+def test_an_hf_folder_without_safetensors_or_of_a_text_model_is_refused(tmp_path: Path) -> None:
+    from transformers import BertConfig, BertModel
+
+    folder = save_tiny_clip(tmp_path / "clip")
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    with pytest.raises(ConfigError, match=r"has no .safetensors weights.*does not unpickle"):
+        fx.ExtractorConfig(model=f"hf:{folder}")
+    fx.ExtractorConfig(model=f"hf:{folder}", weights=None)  # random init needs no weights
+    text = tmp_path / "bert"
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                         intermediate_size=37, vocab_size=99)).save_pretrained(text)  # fmt: skip
+    (text / "preprocessor_config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"is a BertModel, which takes no images"):
+        fx.ExtractorConfig(model=f"hf:{text}")
+
+
+# The Hugging Face Hub reads HF_HUB_OFFLINE and HF_HUB_CACHE at import: a fresh process.
+HUB_SCRIPT = r"""
+import json, sys
+import featurex as fx
+from featurex.errors import FeatureXError
+out = {}
+try:
+    config = fx.ExtractorConfig(model=sys.argv[1])
+    out["source"] = [config.source.model, config.source.revision, config.source.identity]
+    features, errors = fx.FeatureExtractor(sys.argv[1], device="cpu").extract([open(sys.argv[2], "rb").read()])
+    out["features"] = features[0].tolist()
+except FeatureXError as exc:
+    out["error"] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(out))
+"""
+
+
+def _offline(*args: str, cache: Path) -> dict[str, Any]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache),
+           "PYTHONPATH": str(ROOT)}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", HUB_SCRIPT, *args], env=env, text=True,
+                          capture_output=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def test_a_cached_repo_works_offline_pinned_to_its_commit_and_an_uncached_one_says_why(
+    tmp_path: Path, saved: dict[str, Path]
+) -> None:
+    cache = tmp_path / "hub"
+    commit = fake_hub_repo(cache, "featurex-tests/tiny-clip", saved["clip"])
+    image = tmp_path / "one.jpg"
+    image.write_bytes(IMAGES[0])
+    got = _offline("hf:featurex-tests/tiny-clip", str(image), cache=cache)
+    assert got["source"] == [
+        "featurex-tests/tiny-clip",
+        commit,
+        f"featurex-tests/tiny-clip@{commit}",
+    ]
+    assert_close(np.array([got["features"]], np.float32), hf_reference(saved["clip"], IMAGES[:1]))
+
+    missing = _offline("hf:featurex-tests/not-cached", str(image), cache=cache)
+    assert missing["error"].startswith(
+        "WeightsUnavailableError: cannot resolve hf:featurex-tests/not-cached"
+    )
+    assert "\n" not in missing["error"]
+    assert "HF_HUB_OFFLINE=1" in missing["error"] and "save_pretrained(folder)" in missing["error"]
+
+
+def test_info_says_whether_an_hf_repo_is_cached(tmp_path: Path, saved: dict[str, Path]) -> None:
+    cache = tmp_path / "hub"
+    fake_hub_repo(cache, "featurex-tests/tiny-clip", saved["clip"])
+    partial = tmp_path / "configs-only"
+    partial.mkdir()
+    for name in ("config.json", "preprocessor_config.json"):
+        (partial / name).write_bytes((saved["clip"] / name).read_bytes())
+    fake_hub_repo(cache, "featurex-tests/configs-only", partial)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+    featurex = [sys.executable, "-m", "featurex", "info", "--json", "--model"]
+    for repo, cached in (("tiny-clip", True), ("configs-only", False)):
+        done = subprocess.run([*featurex, f"hf:featurex-tests/{repo}"], env=env, text=True,
+                              capture_output=True, timeout=300, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        weights = json.loads(done.stdout)["weights"]
+        assert weights["cached"] is cached, weights
+        assert weights["weights"].startswith(f"featurex-tests/{repo}@")
+    assert weights["status"].startswith("not cached")
+
+
+def test_cli_extract_with_an_hf_model_and_normalize(tmp_path: Path, saved: dict[str, Path]) -> None:
+    import pyarrow.parquet as pq
+
+    images = tmp_path / "in"
+    images.mkdir()
+    for i, data in enumerate(IMAGES):
+        (images / f"{i}.jpg").write_bytes(data)
+    out = tmp_path / "out.parquet"
+    done = subprocess.run(
+        [sys.executable, "-m", "featurex", "extract", str(images), "--output", str(out),
+         "--model", f"hf:{saved['dinov2']}", "--normalize", "--master", "local[1]", "-q"],
+        text=True, capture_output=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("featurex: 4 images, 0 failed")
+    table = pq.read_table(out).to_pandas().sort_values("path")
+    features = np.stack(table["features"].to_numpy()).astype(np.float32)
+    want = hf_reference(saved["dinov2"], IMAGES)
+    assert_close(features, want / np.linalg.norm(want, axis=1, keepdims=True))
+
+
+def test_an_unresolvable_repo_is_refused_by_the_cli_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "featurex", "extract", str(tmp_path), "--output",
+         str(tmp_path / "out"), "--model", "hf:facebook/dinov2-small"],
+        env=env, text=True, capture_output=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith("featurex: error: cannot resolve hf:facebook/dinov2-small")
+
+
+def test_open_clip_default_is_the_first_listed_tag() -> None:
+    import open_clip
+
+    config = fx.ExtractorConfig(model="open_clip:ViT-B-32", weights="DEFAULT")
+    assert config.weights == open_clip.list_pretrained_tags_by_model("ViT-B-32")[0] == "openai"
