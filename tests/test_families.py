@@ -342,3 +342,63 @@ def test_open_clip_default_is_the_first_listed_tag() -> None:
 
     config = fx.ExtractorConfig(model="open_clip:ViT-B-32", weights="DEFAULT")
     assert config.weights == open_clip.list_pretrained_tags_by_model("ViT-B-32")[0] == "openai"
+
+
+# Two processes on one machine load the same open_clip tag at once. open_clip's URL
+# download writes straight into its cache file, so without featurex's lock both would fetch
+# and write it together. The weights come from a slow server on loopback.
+DOWNLOAD_SCRIPT = r"""
+import json, sys
+import open_clip
+from open_clip.pretrained import _PRETRAINED, _pcfg
+_PRETRAINED.setdefault(sys.argv[1], {})["fxtest"] = _pcfg(url=sys.argv[2])
+import featurex as fx
+features, _ = fx.FeatureExtractor(f"open_clip:{sys.argv[1]}", weights="fxtest", device="cpu").extract([open(sys.argv[3], "rb").read()])
+print(json.dumps(features[0].tolist()))
+"""
+
+
+def test_workers_downloading_the_same_weights_at_once_fetch_them_once(
+    tmp_path: Path, saved: dict[str, Path]
+) -> None:
+    import http.server
+    import threading
+    import time
+
+    payload = saved["open_clip"].read_bytes()
+    gets: list[str] = []
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            gets.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            for i in range(0, len(payload), len(payload) // 8 + 1):  # ~2 s in all
+                self.wfile.write(payload[i : i + len(payload) // 8 + 1])
+                time.sleep(0.25)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/weights/open_clip_model.pt"
+    image = tmp_path / "one.jpg"
+    image.write_bytes(IMAGES[0])
+    env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT), "no_proxy": "*"}
+    command = [sys.executable, "-c", DOWNLOAD_SCRIPT, OPEN_CLIP_ARCH, url, str(image)]
+    try:
+        runs = [subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE) for _ in range(2)]  # fmt: skip
+        outputs = [run.communicate(timeout=600) for run in runs]
+    finally:
+        server.shutdown()
+    for run, (_, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err[-3000:]
+    assert gets == ["/weights/open_clip_model.pt"]  # fetched once, by whichever came first
+    cached = tmp_path / ".cache" / "clip" / "open_clip_model.pt"
+    assert cached.read_bytes() == payload
+    want = open_clip_reference(saved["open_clip"], IMAGES[:1])
+    for out, _ in outputs:
+        assert_close(np.array([json.loads(out.splitlines()[-1])], np.float32), want)
