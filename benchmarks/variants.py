@@ -96,13 +96,20 @@ class CountedModel:
 
 
 def feature_column(
-    spark: Any, variant: str, model: str, batch_size: int | None, seed: int = 0
+    spark: Any,
+    variant: str,
+    model: str,
+    batch_size: int | None,
+    seed: int = 0,
+    precision: str = "fp32",
 ) -> Any:
     """The features Column of a Spark variant, over the `content` column."""
     from pyspark.sql.functions import pandas_udf, udf
     from pyspark.sql.types import ArrayType, FloatType
 
     out_type = ArrayType(FloatType())
+    if model.startswith("hf:"):  # a saved Hugging Face model: featurex, or the peer below
+        return hf_column(variant, model, batch_size, precision)
     if variant == "row_udf":  # the seed's workaround: broadcast the model, one image per call
         shared = spark.sparkContext.broadcast(CountedModel(build_model(model, seed)))
 
@@ -145,6 +152,52 @@ def feature_column(
         precision="bf16" if variant == "featurex_bf16" else "fp32",
         fast_decode=variant == "featurex_fast_decode",
         optimize=False if variant == "featurex_eager_graph" else None,
+    )
+
+
+def hf_column(variant: str, model: str, batch_size: int | None, precision: str) -> Any:
+    """featurex, or a hand-written `predict_batch_udf` as a knowledgeable user writes it: the
+    repo's AutoImageProcessor and AutoModel, `get_image_features` (else `pooler_output`),
+    inference mode, bf16 autocast when asked, one torch thread."""
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql.types import ArrayType, FloatType
+
+    if variant == "featurex":
+        import featurex as fx
+
+        return fx.image_features(
+            "content", model=model, weights="DEFAULT", batch_size=batch_size, precision=precision
+        )
+    assert variant == "predict_batch_udf", variant
+    folder = model.removeprefix("hf:")
+
+    def make_predict_fn() -> Callable[[np.ndarray], np.ndarray]:
+        from PIL import Image
+        from transformers import AutoImageProcessor, AutoModel
+
+        global LOADS
+        one_thread()
+        LOADS += 1
+        processor = AutoImageProcessor.from_pretrained(folder)
+        net = AutoModel.from_pretrained(folder).eval()
+
+        def predict(inputs: np.ndarray) -> np.ndarray:
+            images = [Image.open(io.BytesIO(bytes(b))).convert("RGB") for b in inputs]
+            pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+            bf16 = precision == "bf16"
+            with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                if hasattr(net, "get_image_features"):
+                    out = net.get_image_features(pixel_values=pixels)
+                else:
+                    out = net(pixel_values=pixels)
+            out = out if isinstance(out, torch.Tensor) else out.pooler_output
+            return out.float().numpy()
+
+        return predict
+
+    out_type = ArrayType(FloatType())
+    return predict_batch_udf(make_predict_fn, return_type=out_type, batch_size=batch_size or 8)(
+        "content"
     )
 
 
@@ -322,7 +375,14 @@ def run_spark(spec: dict[str, Any]) -> dict[str, Any]:
     startup = time.perf_counter() - start
     with WorkerMemory() as memory:
         files, n = load_images(spark, spec["images"], spec["partitions"])
-        column = feature_column(spark, variant, spec["model"], spec["batch_size"], spec["seed"])
+        column = feature_column(
+            spark,
+            variant,
+            spec["model"],
+            spec["batch_size"],
+            spec["seed"],
+            spec.get("precision", "fp32"),
+        )
         warmup = warm_up(files, column, cores)
         load = os.getloadavg()[0]
         times = timed_runs(files, column, spec["repeats"])

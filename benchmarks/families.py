@@ -1,0 +1,215 @@
+"""Transformer families against the peer a knowledgeable user writes, in one run.
+
+    python -m benchmarks.families                       # both models, fp32 and bf16, 3 rounds
+    python -m benchmarks.families --models dinov2_s --precisions bf16 --rounds 1 --images 32
+
+Two Hugging Face models with seeded random weights, saved with save_pretrained (nothing is
+downloaded): a CLIP with ViT-B/16's vision tower (and CLIP's text tower, which the image
+features never run) and a DINOv2-S, each with its repo's image processor. Each is run by
+featurex (`fx.image_features("content", model="hf:<folder>", precision=...)`) and by a
+hand-written `predict_batch_udf` (benchmarks/variants.py: `hf_column`), every variant in a
+fresh process per round, rounds in turns, as `benchmarks.run` does. Deviations compare each
+variant's features for the first `--subset` images with transformers run by hand in fp32.
+Results go to benchmarks/results/families.json and families.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.images import make_images
+from benchmarks.run import ROOT, _took, deviation, machine, merge_rounds, run_child
+
+MODELS = {
+    "clip_b16": "CLIP, ViT-B/16 vision tower (86M) + text tower (63M), projection 512",
+    "dinov2_s": "DINOv2-S/14 (22M), pooler output 384",
+}
+VARIANTS = ("featurex", "predict_batch_udf")
+
+
+def save_model(name: str, folder: Path, seed: int = 0) -> Path:
+    """The model's config with seeded random weights, and its processor, as a repo holds them."""
+    from transformers import (
+        BitImageProcessor,
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        Dinov2Config,
+        Dinov2Model,
+    )
+
+    if (folder / "config.json").exists():
+        return folder
+    torch.manual_seed(seed)
+    if name == "clip_b16":  # openai/clip-vit-base-patch16's sizes (the configs' defaults)
+        vision = {"image_size": 224, "patch_size": 16}
+        CLIPModel(CLIPConfig(vision_config=vision, projection_dim=512)).save_pretrained(folder)
+        CLIPImageProcessor().save_pretrained(folder)  # shortest edge 224, crop 224, bicubic
+    else:  # facebook/dinov2-small's sizes and processor
+        config = Dinov2Config(hidden_size=384, num_attention_heads=6, intermediate_size=1536,
+                              patch_size=14, image_size=518)  # fmt: skip
+        Dinov2Model(config).save_pretrained(folder)
+        BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
+                          resample=3, image_mean=[0.485, 0.456, 0.406],
+                          image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)  # fmt: skip
+    return folder
+
+
+def reference(folder: Path, images: list[bytes]) -> np.ndarray:
+    """transformers by hand, fp32: the processor, then get_image_features or pooler_output."""
+    import io
+
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModel
+
+    processor = AutoImageProcessor.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    pixels = processor(
+        images=[Image.open(io.BytesIO(b)).convert("RGB") for b in images], return_tensors="pt"
+    )["pixel_values"]
+    with torch.inference_mode():
+        if hasattr(model, "get_image_features"):
+            out = model.get_image_features(pixel_values=pixels)
+        else:
+            out = model(pixel_values=pixels)
+    return (out if isinstance(out, torch.Tensor) else out.pooler_output).numpy()
+
+
+def load_seconds(model: str, precision: str) -> float:
+    """featurex's load in this process, on one thread: what a worker pays once."""
+    import featurex as fx
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    fx.FeatureExtractor(model, device="cpu", precision=precision).dim  # noqa: B018
+    return time.perf_counter() - start
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.families",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--models", default=",".join(MODELS), help=f"comma-separated: {','.join(MODELS)}")
+    add("--precisions", default="fp32,bf16")
+    add("--images", type=int, default=96, help="images per timed run (96)")
+    add("--repeats", type=int, default=2, help="timed runs per process, their median (2)")
+    add("--rounds", type=int, default=3, help="fresh processes per variant, in turns (3)")
+    add("--cores", type=int, default=2)
+    add(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="both variants (featurex: its default; peer: 8)",
+    )
+    add("--subset", type=int, default=8, help="images compared with transformers (8)")
+    add("--timeout", type=float, default=3600)
+    add("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    add("--data", type=Path, default=ROOT / "benchmarks" / ".data")
+    args = parser.parse_args(argv)
+    args.model_list = [m for m in args.models.split(",") if m]
+    if not set(args.model_list) <= set(MODELS):
+        parser.error(f"unknown models in {args.models!r}: choose from {', '.join(MODELS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs = args.out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    images = make_images(args.images, args.data)
+    subset = [p.read_bytes() for p in sorted(images.glob("*.jpg"))[: args.subset]]
+    precisions = [p for p in args.precisions.split(",") if p]
+    entries = [(m, p, v) for m in args.model_list for p in precisions for v in VARIANTS]
+    folders = {m: save_model(m, args.data / "models" / m) for m in args.model_list}
+    references = {m: reference(folders[m], subset) for m in args.model_list}
+    loads = {
+        (m, p): load_seconds(f"hf:{folders[m]}", p) for m in args.model_list for p in precisions
+    }
+    base = {"images": str(images), "repeats": args.repeats, "cores": args.cores,
+            "partitions": 4 * args.cores, "subset": args.subset, "seed": 0,
+            "batch_size": args.batch_size}  # fmt: skip
+    runs: dict[tuple[str, str, str], list[dict[str, Any]]] = {e: [] for e in entries}
+    failed = []
+    for round_ in range(args.rounds):
+        turn = round_ * len(entries) // args.rounds
+        print(f"round {round_ + 1} of {args.rounds}", flush=True)
+        for model, precision, variant in entries[turn:] + entries[:turn]:
+            name = f"{model}-{precision}-{variant}"
+            print(f"  {name} ...", end=" ", flush=True)
+            start = time.perf_counter()
+            spec = {**base, "variant": variant, "model": f"hf:{folders[model]}",
+                    "precision": precision}  # fmt: skip
+            try:
+                result = run_child(spec, args.timeout, logs / f"{name}-r{round_ + 1}.log")
+            except Exception as exc:
+                print(f"FAILED ({exc})", flush=True)
+                failed.append({"entry": name, "round": round_ + 1, "error": str(exc)})
+                continue
+            print(f"{result['images_per_s']:.2f} images/s ({_took(start)})", flush=True)
+            runs[model, precision, variant].append(result)
+    rows = []
+    for (model, precision, variant), results in runs.items():
+        if not results:
+            continue
+        row = merge_rounds(results)
+        row["max_rel_dev"], row["min_cosine"] = deviation(
+            row.pop("subset_features"), references[model]
+        )
+        row.update(model=model, precision=precision, variant=variant,
+                   load_s=loads[model, precision] if variant == "featurex" else None)  # fmt: skip
+        rows.append(row)
+    command = "python -m benchmarks.families " + shlex.join(sys.argv[1:] if argv is None else argv)
+    info = {**machine(args.cores), "command": command, "images": args.images,
+            "rounds": args.rounds, "repeats": args.repeats}  # fmt: skip
+    results = {"machine": info, "rows": rows, "failed": failed}
+    (args.out / "families.json").write_text(json.dumps(results, indent=1, default=float))
+    (args.out / "families.md").write_text(markdown(results))
+    print(markdown(results), flush=True)
+    return 1 if failed else 0
+
+
+def markdown(results: dict[str, Any]) -> str:
+    info = results["machine"]
+    lines = [
+        "# Transformer families: featurex against a hand-written predict_batch_udf",
+        "",
+        f"`{info['command']}` on {info['date']}: {info['cpu']} ({info['cores_used']} cores, "
+        f"flags {' '.join(info['cpu_flags'])}), torch {info['torch']}, pyspark "
+        f"{info['pyspark']}; {info['images']} JPEGs, median of {info['rounds']} rounds "
+        f"(range), load average {info['loadavg_at_start']:.1f} at the start.",
+        "",
+        "| model | precision | variant | images/s | vs peer | peak worker RSS / anon MB "
+        "| load s | max dev | min cos |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    by_key = {(r["model"], r["precision"], r["variant"]): r for r in results["rows"]}
+    for (model, precision, variant), row in by_key.items():
+        peer = by_key.get((model, precision, "predict_batch_udf"))
+        ratio = f"{row['images_per_s'] / peer['images_per_s']:.2f}x" if peer else "-"
+        rates = row["round_images_per_s"]
+        spread = f" ({min(rates):.1f}-{max(rates):.1f})" if len(rates) > 1 else ""
+        load = f"{row['load_s']:.1f}" if row["load_s"] is not None else "-"
+        lines.append(
+            f"| {MODELS[model]} | {precision} | {variant} | {row['images_per_s']:.2f}{spread} "
+            f"| {ratio} | {row['peak_worker_rss_mb']:.0f} / {row['peak_worker_anon_mb']:.0f} "
+            f"| {load} | {row['max_rel_dev']:.1e} | {row['min_cosine']:.5f} |"
+        )
+    for failure in results["failed"]:
+        lines.append(f"\nFAILED {failure['entry']} (round {failure['round']}): {failure['error']}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
