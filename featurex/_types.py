@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "int8"]
 OnError = Literal["null", "raise"]
 ModelFactory = Callable[[], "torch.nn.Module"]
 Transform = Callable[["Image.Image"], "torch.Tensor"]

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from . import models
 from ._types import ON_ERRORS, PRECISIONS, ModelFactory, OnError, Precision, Transform
 from .errors import ConfigError
-from .models.weights import looks_like_path
+from .models.weights import folder_version, looks_like_path
 
 __all__ = ["DEFAULT_MAX_PIXELS", "ExtractorConfig", "with_config_options"]
 
@@ -72,7 +72,8 @@ class ExtractorConfig:
     # Where and how fast.
     batch_size: int | None = None  # None = the device's default
     device: str = "auto"
-    precision: Precision = "fp32"
+    precision: Precision = "fp32"  # "int8": quantized on the CPU (calibrated, checked)
+    calibration: str | None = None  # int8: a folder of images to calibrate on; None = built in
     decode_threads: int | None = None  # None = the device's default
     # What comes out.
     normalize: bool = False  # L2-normalized rows: cosine-ready, what vector stores expect
@@ -118,6 +119,7 @@ class ExtractorConfig:
                 raise ConfigError(f"{flag} must be True or False, got {value!r}")
         if self.transform is not None and not callable(self.transform):
             raise ConfigError(f"transform must be callable or None, got {self.transform!r}")
+        self._check_int8()
 
         source = models.resolve(self.model, _weights_arg(self.weights), self.trust_checkpoint)
         object.__setattr__(self, "source", source)
@@ -133,12 +135,40 @@ class ExtractorConfig:
             _fingerprint(self.transform),
             self.device,
             self.precision,
+            *([_calibration_version(self.calibration)] if self.precision == "int8" else []),
             f"optimize={self.optimize}",
             f"trust={self.trust_checkpoint}",
             f"batch={self.batch_size}",
         )
         object.__setattr__(self, "key", "|".join(parts))
         models.check_precision(self.precision, self.device)
+
+    def _check_int8(self) -> None:
+        if self.precision == "int8" and self.device.startswith("cuda"):
+            raise ConfigError(
+                f"precision='int8' runs on the CPU (x86 quantized kernels), not on "
+                f"device={self.device!r}: use device='cpu', or precision='fp16' or 'bf16' on a "
+                f"GPU (with device='auto', a GPU worker runs int8 as fp16)"
+            )
+        if self.calibration is None:
+            return
+        if self.precision != "int8":
+            raise ConfigError(
+                f"calibration={self.calibration!r} is used only with precision='int8', got "
+                f"precision={self.precision!r}"
+            )
+        if not isinstance(self.calibration, str | os.PathLike):
+            raise ConfigError(f"calibration must be a folder of images, got {self.calibration!r}")
+        try:
+            folder = models.quantize.check_folder(os.fspath(self.calibration))
+        except (NotADirectoryError, FileNotFoundError) as exc:
+            raise ConfigError(
+                f"calibration folder {os.fspath(self.calibration)!r} "
+                f"{'does not exist' if isinstance(exc, NotADirectoryError) else 'holds no images'}"
+                f": pass a folder of representative images "
+                f"({', '.join(models.quantize.IMAGE_SUFFIXES)}), or None for featurex's own"
+            ) from exc
+        object.__setattr__(self, "calibration", folder)
 
     @classmethod
     def from_options(
@@ -173,6 +203,7 @@ class ExtractorConfig:
             "batch_size": self.batch_size,
             "device": self.device,
             "precision": self.precision,
+            "calibration": self.calibration,
             "normalize": self.normalize,
             "on_error": self.on_error,
             "fast_decode": self.fast_decode,
@@ -207,6 +238,11 @@ def with_config_options(fn: _F) -> _F:
     ]
     fn.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
     return fn
+
+
+def _calibration_version(folder: str | None) -> str:
+    """int8's calibration in the key: a folder changed in place calibrates a new model."""
+    return "calibration=builtin" if folder is None else f"calibration={folder_version(folder)}"
 
 
 def _weights_arg(weights: object) -> str | None:

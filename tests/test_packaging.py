@@ -46,9 +46,12 @@ def _dist_info(wheel: zipfile.ZipFile, name: str) -> str:
 def test_the_wheel_ships_every_module_and_py_typed(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
     assert "featurex/py.typed" in names
-    modules = {f"featurex/{p.name}" for p in (ROOT / "featurex").glob("*.py")}
-    assert modules <= names and "featurex/ml.py" in modules
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "featurex").rglob("*.py")}
+    assert modules <= names and {"featurex/ml.py", "featurex/models/hf.py"} <= modules
     assert not [n for n in names if n.startswith("tests/")]
+    # int8's built-in calibration photos are package data.
+    photos = {p.relative_to(ROOT).as_posix() for p in (ROOT / "featurex/_calibration").glob("*")}
+    assert len(photos) == 6 and photos <= names
 
 
 def test_the_wheel_installs_the_featurex_command(wheel: zipfile.ZipFile) -> None:
@@ -67,3 +70,15 @@ def test_the_connect_and_dev_extras(wheel: zipfile.ZipFile) -> None:
     # pyspark's own connect extra is what brings the gRPC client.
     connect = [r.split(";")[0] for r in requires("pyspark") or [] if 'extra == "connect"' in r]
     assert any(r.startswith("grpcio") for r in connect), connect
+
+
+def test_each_model_family_is_an_extra(wheel: zipfile.ZipFile) -> None:
+    metadata = Parser().parsestr(_dist_info(wheel, "METADATA"))
+    assert {"hf", "timm", "open_clip"} <= set(metadata.get_all("Provides-Extra") or [])
+    extras = metadata.get_all("Requires-Dist") or []
+    for extra, package in (
+        ("hf", "transformers"),
+        ("timm", "timm"),
+        ("open_clip", "open_clip_torch"),
+    ):
+        assert any(r.startswith(package) and f'extra == "{extra}"' in r for r in extras), extra

@@ -6,6 +6,7 @@ Spark.
     runtime.load_model(config)        on a worker: the model a process caches
 """
 
+from . import quantize
 from .base import Built, Family, Source
 from .registry import FAMILIES, family, resolve
 from .runtime import (
@@ -36,6 +37,7 @@ __all__ = [
     "forward",
     "gpu_ordinal",
     "load_model",
+    "quantize",
     "read_checkpoint",
     "resolve",
     "resolve_device",

@@ -25,6 +25,7 @@ from torch import nn
 from .._types import Transform
 from ..decode import resize_target
 from ..errors import first_line
+from . import quantize
 from .base import Built, ModelSpec
 from .registry import family
 
@@ -105,8 +106,16 @@ def default_decode_threads(device: torch.device) -> int:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a precision on a device, or None for plain fp32."""
+    """The autocast dtype for a precision on a device, or None for plain fp32 (and for int8
+    on the CPU, which quantizes instead)."""
     if precision == "fp32":
+        return None
+    if precision == "int8":
+        if device.type == "cuda":  # the quantized kernels are the CPU's
+            _warn_once(f"int8 runs on the CPU only; running fp16 on {device}")
+            return torch.float16
+        if quantize.engine() is None:
+            _warn_once("int8 needs torch's x86 quantized engine, which this build lacks; fp32")
         return None
     if device.type == "cuda":
         if precision == "bf16" and not torch.cuda.is_bf16_supported():
@@ -265,6 +274,14 @@ def load_model(config: ModelSpec, device: str | None = None) -> LoadedModel:
     if config.optimize is not None:
         optimize = config.optimize
     graph_batch = None
+    int8 = config.precision == "int8" and target.type == "cpu" and quantize.engine() is not None
+    if int8:
+        quantized = _int8(module, transform, config.calibration)
+        if quantized is not None:
+            module, optimize = quantized, False
+        else:  # run fp32; quantizing may have left the eager model changed: build it again
+            del module
+            module = _for_inference(_eager(config, dtype)[0], target)
     if optimize and target.type == "cpu":
         # A frozen CPU graph is compiled for one batch size: checked at it, run at it.
         batch_size = config.batch_size or default_batch_size(target)
@@ -316,6 +333,27 @@ def _eager(config: ModelSpec, dtype: torch.dtype | None) -> tuple[nn.Module, Tra
     if built.prunable is not None:
         _drop_unused(module, built.prunable, _example_batch(transform))
     return module, transform, built.optimize and (dtype is None or built.optimize_reduced)
+
+
+def _int8(module: nn.Module, transform: Transform, calibration: str | None) -> nn.Module | None:
+    """The model quantized to int8, calibrated and checked against fp32 on the calibration
+    images; None, with a warning (once), where it cannot be or does not agree."""
+    batch = quantize.calibration_batch(transform, calibration)
+    want = forward(module, batch, None)
+    try:
+        quantized, how = quantize.quantize(module, batch)
+        cosine = quantize.agreement(forward(quantized, batch, None), want)
+    except Exception as exc:
+        _warn_once(f"cannot quantize the model to int8 ({first_line(exc)}); running fp32")
+        return None
+    if not cosine >= quantize.MIN_COSINE:
+        _warn_once(
+            f"the int8 model differs from fp32 (cosine {cosine:.4f} < {quantize.MIN_COSINE} "
+            f"on the calibration images); running fp32"
+        )
+        return None
+    log.info("featurex quantized the model to int8 (%s; cosine to fp32 %.5f)", how, cosine)
+    return quantized
 
 
 def _cast_weights(module: nn.Module, dtype: torch.dtype) -> None:
