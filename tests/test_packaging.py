@@ -74,11 +74,12 @@ def test_the_connect_and_dev_extras(wheel: zipfile.ZipFile) -> None:
 
 def test_each_model_family_is_an_extra(wheel: zipfile.ZipFile) -> None:
     metadata = Parser().parsestr(_dist_info(wheel, "METADATA"))
-    assert {"hf", "timm", "open_clip"} <= set(metadata.get_all("Provides-Extra") or [])
+    # Metadata spells extras normalized (PEP 685): pip takes featurex[open_clip] as open-clip.
+    assert {"hf", "timm", "open-clip"} <= set(metadata.get_all("Provides-Extra") or [])
     extras = metadata.get_all("Requires-Dist") or []
     for extra, package in (
         ("hf", "transformers"),
         ("timm", "timm"),
-        ("open_clip", "open_clip_torch"),
+        ("open-clip", "open_clip_torch"),
     ):
         assert any(r.startswith(package) and f'extra == "{extra}"' in r for r in extras), extra
