@@ -14,6 +14,7 @@ bounds what `--cores` Spark workers can reach, with no Spark, Arrow or thread ov
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cores", type=int, default=2, help="cores the bound is for (2)")
     parser.add_argument("--rounds", type=int, default=3, help="passes, the median is kept (3)")
     parser.add_argument("--data", type=Path, default=ROOT / "benchmarks" / ".data")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if min(args.images, args.cores, args.rounds) < 1:
         parser.error("--images, --cores and --rounds must be positive")
@@ -72,15 +74,19 @@ def main(argv: list[str] | None = None) -> None:
     folder = make_images(args.images, args.data)
     images = [p.read_bytes() for p in sorted(folder.glob("*.jpg"))]
     print(f"{args.model}, {len(images)} images, one core, one torch thread")
+    figures = {}
     for precision in args.precisions.split(","):
         cost = per_image_ms(images, precision, args.model, args.rounds)
         total = cost["decode_ms"] + cost["forward_ms"]
+        figures[precision] = {**cost, "bound_images_per_s": args.cores * 1e3 / total}
         print(
             f"  {precision}: decode {cost['decode_ms']:.1f} ms + forward {cost['forward_ms']:.1f} "
             f"ms per image = {1e3 / total:.1f} images/s per core; {args.cores} cores at most "
             f"{args.cores * 1e3 / total:.1f} images/s",
             flush=True,
         )
+    if args.json:
+        args.json.write_text(json.dumps({"cores": args.cores, "images": len(images), **figures}))
 
 
 if __name__ == "__main__":

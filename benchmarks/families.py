@@ -160,10 +160,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{result['images_per_s']:.2f} images/s ({_took(start)})", flush=True)
             runs[model, precision, variant].append(result)
     rows = []
-    for (model, precision, variant), results in runs.items():
-        if not results:
+    for (model, precision, variant), done in runs.items():
+        if not done:
             continue
-        row = merge_rounds(results)
+        row = merge_rounds(done)
         row["max_rel_dev"], row["min_cosine"] = deviation(
             row.pop("subset_features"), references[model]
         )

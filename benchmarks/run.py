@@ -36,8 +36,10 @@ LABELS = {
     "row_udf": "seed-style broadcast row UDF",
     "series_udf": "Series-to-Series pandas_udf",
     "predict_batch_udf": "predict_batch_udf, best batch",
+    "predict_batch_udf_bf16": "predict_batch_udf, bf16 autocast + channels_last, best batch",
     "featurex": "featurex default",
     "featurex_bf16": "featurex bf16",
+    "featurex_int8": "featurex int8",
     "featurex_fast_decode": "featurex fast_decode",
     "featurex_eager_graph": "featurex optimize=False (eager graph)",
 }
@@ -121,7 +123,12 @@ def machine(cores: int) -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu or platform.processor(),
-        "cpu_flags": sorted(f for f in flags if f.startswith(("avx512_bf16", "amx", "avx512f"))),
+        "cpu_flags": sorted(
+            f
+            for f in flags
+            if f.startswith(("avx512_bf16", "amx", "avx512f", "avx512_vnni"))
+            or f in ("avx_vnni", "avx2")
+        ),
         "cores_used": cores,
         "cpus_on_host": os.cpu_count(),
         "bf16_cpu": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
@@ -173,6 +180,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--seed", type=int, default=0, help="random-init seed shared by every variant (0)")
     add("--quick", action="store_true", help="a few minutes: 64 images, 1 repeat, small sweeps")
     add("--timeout", type=float, default=3600, help="seconds per variant process (3600)")
+    add("--ceiling-images", type=int, default=64,
+        help="images for benchmarks.ceiling after the variants, 0 to skip (64)")  # fmt: skip
     add("--out", type=Path, default=ROOT / "benchmarks" / "results", help="results folder")
     add("--data", type=Path, default=ROOT / "benchmarks" / ".data", help="generated images")
     args = parser.parse_args(argv)
@@ -233,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     entries = [
         (variant, batch)
         for variant in args.variant_list
-        for batch in (_ints(args.pbu_batches) if variant == "predict_batch_udf" else [None])
+        for batch in (_ints(args.pbu_batches) if variant.startswith("predict_batch") else [None])
     ]
     runs: dict[tuple[str, int | None], list[dict[str, Any]]] = {e: [] for e in entries}
     failed = []
@@ -260,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         tried = [merge_rounds(runs[e]) for e in entries if e[0] == variant and runs[e]]
         if tried:
             best = max(tried, key=lambda r: r["images_per_s"])
-            if variant == "predict_batch_udf":
+            if variant.startswith("predict_batch_udf"):
                 best["tried"] = {r["batch_size"]: r["images_per_s"] for r in tried}
             rows.append(best)
     for row in rows:
@@ -286,8 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             print(f"FAILED ({exc})", flush=True)
             failed.append({"variant": "sweep", "error": str(exc)})
+    ceiling = _ceiling(args, rows, logs) if args.ceiling_images else {}
     info["loadavg_at_end"] = os.getloadavg()[0]
     results = {
+        "ceiling": ceiling,
         "machine": info,
         "variants": rows,
         "failed": failed,
@@ -298,6 +309,38 @@ def main(argv: list[str] | None = None) -> int:
     write_results(results, args.out)
     print((args.out / "results.md").read_text(), flush=True)
     return 1 if failed else 0
+
+
+# The precision each featurex variant runs at, for its share of the ceiling.
+PRECISION_OF = {"featurex": "fp32", "featurex_bf16": "bf16", "featurex_int8": "int8"}
+
+
+def _ceiling(args: argparse.Namespace, rows: list[dict[str, Any]], logs: Path) -> dict[str, Any]:
+    """benchmarks.ceiling for the precisions of the featurex rows, in this run (after the
+    variants, on one pinned core): each row's share of the bound for `--cores` cores."""
+    precisions = sorted({PRECISION_OF[r["variant"]] for r in rows if r["variant"] in PRECISION_OF})
+    if not precisions:
+        return {}
+    print("  ceiling ...", end=" ", flush=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "ceiling.json"
+        cmd = [sys.executable, "-m", "benchmarks.ceiling", "--images", str(args.ceiling_images),
+               "--model", args.model, "--precisions", ",".join(precisions), "--rounds", "2",
+               "--cores", str(args.cores), "--data", str(args.data),
+               "--json", str(out)]  # fmt: skip
+        with open(logs / "ceiling.log", "w") as log:
+            done = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=_env())
+        if done.returncode != 0:
+            print(f"FAILED (log {logs / 'ceiling.log'})", flush=True)
+            return {}
+        ceiling: dict[str, Any] = json.loads(out.read_text())
+    print(f"done ({_took(start)})", flush=True)
+    for row in rows:
+        bound = ceiling.get(PRECISION_OF.get(row["variant"], ""), {}).get("bound_images_per_s")
+        if bound:
+            row["share_of_ceiling"] = row["images_per_s"] / bound
+    return ceiling
 
 
 def merge_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -401,6 +444,29 @@ def markdown(results: dict[str, Any]) -> str:
         reason = f["error"].splitlines()[0]
         where = f" in round {f['round']}" if "round" in f else ""
         lines.append(f"| {_label(f)} | {f.get('batch_size') or '-'} | failed{where}: {reason} |")
+    ceiling = results.get("ceiling") or {}
+    if ceiling:
+        lines += [
+            "",
+            f"Ceiling (`benchmarks.ceiling`, this run, {ceiling['images']} images, one pinned "
+            f"core, one torch thread: featurex's own decode and forward without Spark; the "
+            f"bound is {ceiling['cores']} cores / (decode + forward)):",
+            "",
+            "| precision | decode ms/image | forward ms/image | bound images/s | featurex "
+            "images/s | share of the bound |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        shares = {PRECISION_OF[r["variant"]]: r for r in results["variants"]
+                  if r["variant"] in PRECISION_OF}  # fmt: skip
+        for precision, c in ceiling.items():
+            if not isinstance(c, dict):
+                continue
+            row = shares.get(precision)
+            got = f"{row['images_per_s']:.1f} | {row['share_of_ceiling']:.0%}" if row else "- | -"
+            lines.append(
+                f"| {precision} | {c['decode_ms']:.1f} | {c['forward_ms']:.1f} "
+                f"| {c['bound_images_per_s']:.1f} | {got} |"
+            )
     for title, key, field in (
         ("Data-size sweep", "size_sweep", "images"),
         ("Batch-size sweep", "batch_sweep", "batch_size"),

@@ -30,8 +30,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-BASELINES = ("eager", "row_udf", "series_udf", "predict_batch_udf")
-FEATUREX = ("featurex", "featurex_bf16", "featurex_fast_decode", "featurex_eager_graph")
+BASELINES = ("eager", "row_udf", "series_udf", "predict_batch_udf", "predict_batch_udf_bf16")
+FEATUREX = (
+    "featurex",
+    "featurex_bf16",
+    "featurex_int8",
+    "featurex_fast_decode",
+    "featurex_eager_graph",
+)
 VARIANTS = BASELINES + FEATUREX
 SERIES_BATCH = 32  # the plain pandas UDF's forward batch: what a user would pick
 
@@ -78,9 +84,14 @@ def preprocess(data: bytes) -> torch.Tensor:
     return _PREPROCESS[0](Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def forward(model: torch.nn.Module, images: list[bytes]) -> np.ndarray:
-    with torch.inference_mode():
-        return model(torch.stack([preprocess(b) for b in images])).numpy()
+def forward(model: torch.nn.Module, images: list[bytes], bf16: bool = False) -> np.ndarray:
+    """Features by hand; `bf16`: what a knowledgeable user adds on a CPU with bf16, autocast
+    and channels_last input (the model is made channels_last by `build_model`'s caller)."""
+    batch = torch.stack([preprocess(b) for b in images])
+    if bf16:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        return model(batch).float().numpy()
 
 
 class CountedModel:
@@ -130,13 +141,17 @@ def feature_column(
             return pd.Series(list(np.concatenate(out)))
 
         return pandas_udf(series, out_type)("content")  # type: ignore[call-overload]
-    if variant == "predict_batch_udf":
+    if variant.startswith("predict_batch_udf"):
         from pyspark.ml.functions import predict_batch_udf
+
+        bf16 = variant == "predict_batch_udf_bf16"  # the fair peer of featurex bf16
 
         def make_predict_fn() -> Callable[[np.ndarray], np.ndarray]:
             one_thread()
             net = build_model(model, seed)
-            return lambda inputs: forward(net, [bytes(b) for b in inputs])
+            if bf16:
+                net = net.to(memory_format=torch.channels_last)
+            return lambda inputs: forward(net, [bytes(b) for b in inputs], bf16)
 
         return predict_batch_udf(make_predict_fn, return_type=out_type, batch_size=batch_size or 8)(
             "content"
@@ -149,7 +164,7 @@ def feature_column(
         weights=None,
         seed=seed,
         batch_size=batch_size,
-        precision="bf16" if variant == "featurex_bf16" else "fp32",
+        precision={"featurex_bf16": "bf16", "featurex_int8": "int8"}.get(variant, "fp32"),
         fast_decode=variant == "featurex_fast_decode",
         optimize=False if variant == "featurex_eager_graph" else None,
     )

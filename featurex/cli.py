@@ -390,12 +390,17 @@ def _info(args: argparse.Namespace) -> int:
         **{name: _version(name) for name in ("pyspark", "torch", "torchvision")},
         "java": _java(),
         "device": _device(),
+        "cpu": _cpu(),
         "weights": _weights(config),
     }
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
-    java, device, weights = report["java"], report["device"], report["weights"]
+    java, device, weights, cpu = report["java"], report["device"], report["weights"], report["cpu"]
+    report["cpu"] = (
+        f"{cpu['name']} ({', '.join(cpu['features']) or 'no AVX2'}): "
+        f"recommended precision {cpu['recommended_precision']}"
+    )
     report["java"] = f"{java['version']} ({java['path']})" if java["path"] else java["version"]
     gpus = ", ".join(f"cuda:{i} {name}" for i, name in enumerate(device["gpus"]))
     report["device"] = (
@@ -440,6 +445,24 @@ def _device() -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
     return {"cuda": cuda, "gpus": gpus, "cpus": os.cpu_count()}
+
+
+def _cpu() -> dict[str, Any]:
+    from .models.runtime import cpu_features, recommended_precision
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            name = next(
+                ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        pass
+    return {
+        "name": name,
+        "features": list(cpu_features()),
+        "recommended_precision": recommended_precision(),
+    }
 
 
 def _weights(config: ExtractorConfig) -> dict[str, Any]:

@@ -288,6 +288,10 @@ def test_info_reports_versions_java_device_and_the_weights_cache(tmp_path: Path)
     assert len(info["device"]["gpus"]) == (
         torch.cuda.device_count() if info["device"]["cuda"] else 0
     )
+    cpu_flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split()
+    assert info["cpu"]["name"] and set(info["cpu"]["features"]) <= set(cpu_flags)
+    assert ("avx2" in info["cpu"]["features"]) == ("avx2" in cpu_flags)
+    assert info["cpu"]["recommended_precision"] in ("fp32", "bf16", "int8")
     weights = info["weights"]
     expected_file = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     assert weights["weights"] == "ResNet18_Weights.IMAGENET1K_V1"
@@ -302,7 +306,8 @@ def test_info_reports_versions_java_device_and_the_weights_cache(tmp_path: Path)
     assert lines["weights"] == f"resnet18 ResNet18_Weights.IMAGENET1K_V1: cached at {expected_file}"
     assert lines["java"].startswith(info["java"]["version"])
     assert set(lines) == {"featurex", "python", "executable", "pyspark", "torch", "torchvision",
-                          "java", "device", "weights"}  # fmt: skip
+                          "java", "device", "cpu", "weights"}  # fmt: skip
+    assert lines["cpu"].endswith(f"recommended precision {info['cpu']['recommended_precision']}")
 
 
 def test_info_rejects_an_unknown_model_in_one_line(tmp_path: Path) -> None:
