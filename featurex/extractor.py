@@ -137,7 +137,7 @@ class FeatureExtractor:
             transform=loaded.transform,
             max_pixels=self.config.max_pixels,
             resize_size=loaded.resize_size,
-            fast_decode=self.config.fast_decode,
+            fast_decode=bool(self.config.fast_decode),
         )
         labels: Iterable[Sequence[str | None] | None] = repeat(None) if names is None else names
 

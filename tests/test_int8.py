@@ -171,3 +171,11 @@ def test_image_featurizer_and_the_cli_accept_int8() -> None:
 
     args = build_parser().parse_args(["extract", "in", "--output", "out", "--precision", "int8"])
     assert args.precision == "int8"
+
+
+def test_fast_decode_defaults_on_for_int8_only() -> None:
+    # Its deviation (cosine 0.99997) is below int8's own (0.995), above bf16's (0.99999).
+    assert fx.ExtractorConfig(**R18, precision="int8").fast_decode is True
+    assert fx.ExtractorConfig(**R18, precision="int8", fast_decode=False).fast_decode is False
+    for precision in ("fp32", "bf16"):
+        assert fx.ExtractorConfig(**R18, precision=precision).fast_decode is False
