@@ -10,6 +10,7 @@ device, precision, graph optimization, checks.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import threading
 from collections.abc import Iterator
@@ -155,10 +156,19 @@ def default_transform() -> Transform:
     return cast(Transform, preset)
 
 
-def local_status(weights: str | None, is_file: bool) -> WeightsStatus | None:
+def local_status(weights: str | None) -> WeightsStatus | None:
     """The status of weights that need no download (random init, a local file), or None."""
+    from .weights import looks_like_path
+
     if weights is None:
         return WeightsStatus("none", None, None, "random init")
-    if is_file:
+    if looks_like_path(weights):
         return WeightsStatus(weights, None, weights, "local checkpoint")
     return None
+
+
+def unknown_name(what: str, name: str, valid: list[str], prefix: str, listing: str) -> ConfigError:
+    """The error for a name a family does not have, with the closest ones it has."""
+    close = difflib.get_close_matches(name, valid, n=3)
+    hint = f"did you mean {', '.join(f'{prefix}{c}' for c in close)}? " if close else ""
+    return ConfigError(f"unknown {what} {name!r}: {hint}(all: {listing})")

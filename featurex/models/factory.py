@@ -44,9 +44,9 @@ class Factory:
         return Built(module, default_transform(), optimize=False)
 
     def weights_status(self, source: Source) -> WeightsStatus:
-        is_file = source.weights is not None and looks_like_path(source.weights)
-        local = local_status(source.weights, is_file)
-        return local or WeightsStatus("DEFAULT", None, None, "the factory's own")
+        return local_status(source.weights) or WeightsStatus(
+            "DEFAULT", None, None, "the factory's own"
+        )
 
     def fetch(self, source: Source) -> None:
         return None

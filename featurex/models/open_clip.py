@@ -8,7 +8,6 @@ or None (a seeded random init).
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import torch
@@ -16,7 +15,7 @@ from torch import nn
 
 from .._types import ModelFactory
 from ..errors import ConfigError, WeightsUnavailableError, first_line
-from .base import Built, Source, WeightsStatus, import_optional, local_status, seeded
+from .base import Built, Source, WeightsStatus, import_optional, local_status, seeded, unknown_name
 from .torchvision import identity
 from .weights import check_checkpoint_fits, download_lock, looks_like_path
 
@@ -34,11 +33,8 @@ class OpenClip:
         open_clip = _open_clip()
         archs = open_clip.list_models()
         if model not in archs:
-            close = difflib.get_close_matches(model, archs, n=3)
-            hint = f"did you mean {', '.join(f'open_clip:{c}' for c in close)}? " if close else ""
-            raise ConfigError(
-                f"unknown open_clip architecture {model!r}: {hint}(all: open_clip.list_models())"
-            )
+            listing = "open_clip.list_models()"
+            raise unknown_name("open_clip architecture", model, archs, "open_clip:", listing)
         tags = open_clip.list_pretrained_tags_by_model(model)
         if weights is not None and looks_like_path(weights):
             check_checkpoint_fits(lambda: (_create(model, None)[0], ()), weights, trust)
@@ -80,8 +76,7 @@ class OpenClip:
 
     def weights_status(self, source: Source) -> WeightsStatus:
         assert isinstance(source.model, str)
-        is_file = source.weights is not None and looks_like_path(source.weights)
-        local = local_status(source.weights, is_file)
+        local = local_status(source.weights)
         if local is not None:
             return local
         assert source.weights is not None

@@ -3,7 +3,6 @@ preprocessing is timm's `resolve_data_config` + `create_transform` in eval mode.
 
 from __future__ import annotations
 
-import difflib
 from functools import partial
 from typing import Any
 
@@ -11,7 +10,7 @@ from torch import nn
 
 from .._types import ModelFactory
 from ..errors import ConfigError, WeightsUnavailableError, first_line
-from .base import Built, Source, WeightsStatus, import_optional, local_status, seeded
+from .base import Built, Source, WeightsStatus, import_optional, local_status, seeded, unknown_name
 from .torchvision import identity
 from .weights import (
     check_checkpoint_fits,
@@ -34,13 +33,8 @@ class Timm:
         assert isinstance(model, str)
         timm = _timm()
         if not timm.is_model(model):
-            arch = model.split(".")[0]
-            close = difflib.get_close_matches(arch, timm.list_models(), n=3)
-            hint = f"did you mean {', '.join(f'timm:{c}' for c in close)}? " if close else ""
-            raise ConfigError(
-                f"unknown timm model {model!r}: {hint}(all: timm.list_models(), "
-                f"with pretrained tags: timm.list_pretrained())"
-            )
+            listing = "timm.list_models(), with pretrained tags: timm.list_pretrained()"
+            raise unknown_name("timm model", model, timm.list_models(), "timm:", listing)
         if weights is not None and looks_like_path(weights):
             check_checkpoint_fits(partial(_trunk_and_head, model), weights, trust)
         elif weights == "DEFAULT":
@@ -90,8 +84,7 @@ class Timm:
 
     def weights_status(self, source: Source) -> WeightsStatus:
         assert isinstance(source.model, str)
-        is_file = source.weights is not None and looks_like_path(source.weights)
-        local = local_status(source.weights, is_file)
+        local = local_status(source.weights)
         if local is not None:
             return local
         from huggingface_hub import try_to_load_from_cache

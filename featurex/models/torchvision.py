@@ -164,8 +164,7 @@ class Torchvision:
 
     def weights_status(self, source: Source) -> WeightsStatus:
         assert isinstance(source.model, str)
-        is_file = source.weights is not None and looks_like_path(source.weights)
-        local = local_status(source.weights, is_file)
+        local = local_status(source.weights)
         if local is not None:
             return local
         assert source.weights is not None
