@@ -27,7 +27,7 @@ from featurex.errors import ConfigError
         ({"batch_size": 2.5}, r"batch_size must be a positive int.*got 2.5"),
         ({"batch_size": True}, r"batch_size must be a positive int.*got True"),
         ({"device": "gpu"}, r"unknown device 'gpu': expected 'auto', 'cpu', 'cuda' or 'cuda:N'"),
-        ({"precision": "int8"}, r"unknown precision 'int8': expected one of 'fp32', 'bf16', 'fp16'"),
+        ({"precision": "int4"}, r"unknown precision 'int4': expected one of 'fp32', 'bf16', 'fp16', 'int8'"),
         ({"on_error": "skip"}, r"unknown on_error 'skip': expected one of 'null', 'raise'"),
         ({"max_pixels": 0}, r"max_pixels must be a positive int"),
         ({"decode_threads": 0}, r"decode_threads must be a positive int"),
