@@ -171,26 +171,24 @@ class LocalStore:
 
 class HadoopStore:
     """OUT on any filesystem Spark writes to (hdfs:, s3a:, ...), through the JVM's Hadoop
-    FileSystem with the session's configuration (its credentials)."""
+    FileSystem with the session's configuration (its credentials). Needs a classic session:
+    the CLI's own."""
 
     def __init__(self, spark: SparkSession, root: str) -> None:
         self.root = root.rstrip("/")
         jvm, jsc = spark._jvm, spark._jsc
-        assert jvm is not None and jsc is not None, "a classic session (the CLI's own)"
-        self._jvm = jvm
-        self._gateway: Any = spark.sparkContext._gateway
-        conf = jsc.hadoopConfiguration()
-        self._fs = self._jvm.org.apache.hadoop.fs.Path(self.root).getFileSystem(conf)
-        # FileContext renames with OVERWRITE: one atomic replace on HDFS.
-        self._fc = self._jvm.org.apache.hadoop.fs.FileContext.getFileContext(
-            self._fs.getUri(), conf
-        )
+        assert jvm is not None and jsc is not None, "a classic Spark session"
+        self._new_array = spark.sparkContext._gateway.new_array  # type: ignore[union-attr]
+        self._hadoop: Any = jvm.org.apache.hadoop.fs
+        self._io: Any = jvm.org.apache.commons.io.IOUtils
+        self._conf = jsc.hadoopConfiguration()
+        self._fs = self._hadoop.Path(self.root).getFileSystem(self._conf)
 
     def uri(self, name: str = "") -> str:
         return f"{self.root}/{name}" if name else self.root
 
     def _p(self, name: str) -> Any:
-        return self._jvm.org.apache.hadoop.fs.Path(self.uri(name))
+        return self._hadoop.Path(self.uri(name))
 
     def kind(self, name: str = "") -> str | None:
         if not self._fs.exists(self._p(name)):
@@ -205,7 +203,7 @@ class HadoopStore:
     def read_text(self, name: str) -> str:
         stream = self._fs.open(self._p(name))
         try:
-            return str(self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+            return str(self._io.toString(stream, "UTF-8"))
         finally:
             stream.close()
 
@@ -220,10 +218,16 @@ class HadoopStore:
         self.rename(tmp, name)
 
     def rename(self, src: str, dst: str) -> None:
-        rename_options = getattr(self._jvm.org.apache.hadoop.fs, "Options$Rename")
-        options = self._gateway.new_array(rename_options, 1)
-        options[0] = rename_options.OVERWRITE
-        self._fc.rename(self._p(src), self._p(dst), options)
+        if not self._fs.exists(self._p(dst)):
+            if not self._fs.rename(self._p(src), self._p(dst)):
+                raise OSError(f"could not rename {self.uri(src)} to {self.uri(dst)}")
+            return
+        # Replacing a file: FileContext's rename with OVERWRITE, one atomic step on HDFS.
+        context = self._hadoop.FileContext.getFileContext(self._fs.getUri(), self._conf)
+        overwrite = getattr(self._hadoop, "Options$Rename")
+        options = self._new_array(overwrite, 1)
+        options[0] = overwrite.OVERWRITE
+        context.rename(self._p(src), self._p(dst), options)
 
     def delete(self, name: str) -> None:
         self._fs.delete(self._p(name), True)
@@ -407,6 +411,14 @@ class Source:
 
     def listing(self) -> pd.DataFrame:
         """path, load, size, mtime of every input, sorted by path, each path once."""
+        with _sql_conf(self.spark, _LISTING):
+            found = self._listed().toPandas()
+        found = found.drop_duplicates("path").sort_values("path", ignore_index=True)
+        inputs = _identities(found["path"], found["size"], found["mtime"])
+        inputs.insert(1, "load", found["load"].to_numpy())
+        return inputs
+
+    def _listed(self) -> DataFrame:
         from pyspark.sql import functions as F
 
         def stat(files: DataFrame, path: Any) -> DataFrame:  # binaryFile reads no content here
@@ -437,14 +449,7 @@ class Source:
         listed = parts[0]
         for part in parts[1:]:
             listed = listed.unionByName(part)
-        # Rows of file names only: a task per core, not one per 128 MB of images (at Spark's
-        # 4 MB "open cost" per file, 10,000 small files made 312 tasks).
-        with _sql_conf(self.spark, _FEW_LISTING_TASKS):
-            found = listed.toPandas()
-        found = found.drop_duplicates("path").sort_values("path", ignore_index=True)
-        inputs = _identities(found["path"], found["size"], found["mtime"])
-        inputs.insert(1, "load", found["load"].to_numpy())
-        return inputs
+        return listed
 
     def images(self, loads: list[str]) -> tuple[DataFrame, str]:
         """The images of a chunk: a DataFrame with `path` and its input column's name."""
@@ -468,7 +473,11 @@ class Source:
 # a job of one task per path, 5-11 s for 1,000 local files here against 0.4-0.7 s on the
 # driver. Remote files keep Spark's parallel listing (a stat is a round trip there).
 _DRIVER_STATS = {"spark.sql.sources.parallelPartitionDiscovery.threshold": str(2**31 - 1)}
-_FEW_LISTING_TASKS = {
+# A listing reads no file: no block locations to look up (100,000 local files: 3.4 -> 2.3 s
+# here), and a task per core, not one per 128 MB of images (at Spark's 4 MB "open cost" per
+# file, 10,000 small files made 313 tasks; their rows took 4.2 s to collect, now 0.6 s).
+_LISTING = {
+    "spark.sql.sources.ignoreDataLocality": "true",
     "spark.sql.files.openCostInBytes": "0",
     "spark.sql.files.maxPartitionBytes": str(2**62),
 }
