@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "pyspark": pyspark.__version__,
         "featurex": featurex.__version__,
         "argv": sys.argv[1:],
+        "loadavg_start": os.getloadavg(),  # the machine is shared: how busy it was
         "resume": [],
     }
     spark = session()
@@ -229,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             row["command"] = resume_command(DATA / "inputs" / str(done), DATA / f"out-{done}",
                                             args.commit_every)  # fmt: skip
             print(f"resume with {done} done, the command: {row['command']}", flush=True)
+    results["loadavg_end"] = os.getloadavg()
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(f"-> {args.output}")
     return 0

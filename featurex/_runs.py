@@ -67,7 +67,8 @@ def fingerprint(config: ExtractorConfig, input_type: str, output_type: str) -> d
 
     Everything that changes a feature vector or the table's schema, and nothing that does
     not (batch size, device, threads). A new option that changes features, say `normalize`,
-    is one more line here.
+    is one more entry here; an OUT made before it lacks the entry and is refused, as after
+    any upgrade (the featurex version is one of the entries).
     """
     from . import __version__
 
@@ -76,12 +77,12 @@ def fingerprint(config: ExtractorConfig, input_type: str, output_type: str) -> d
         weights = _file_version(config.checkpoint)  # path, size and mtime
     elif config.weights is None:
         weights = f"none (random init, seed {config.seed})"
-    elif isinstance(config.model, str):
+    elif isinstance(config.model, str) and ":" not in config.model:  # torchvision's own
         from .models import resolve_weights
 
         weights = str(resolve_weights(config.model, config.weights))  # DEFAULT -> its name
     else:
-        weights = config.weights  # a factory's own weights
+        weights = config.weights  # a factory's own, or another family's name
     return {
         "featurex": __version__,
         "model": model,
@@ -117,6 +118,7 @@ class Store(Protocol):
     def rename(self, src: str, dst: str) -> None: ...  # replaces dst, atomically where it can
     def delete(self, name: str) -> None: ...  # recursive; nothing if missing
     def mkdirs(self, name: str) -> None: ...
+    def parquet_rows(self, name: str) -> int: ...  # from the file's footer
 
 
 class LocalStore:
@@ -168,6 +170,11 @@ class LocalStore:
     def mkdirs(self, name: str) -> None:
         os.makedirs(self._path(name), exist_ok=True)
 
+    def parquet_rows(self, name: str) -> int:
+        import pyarrow.parquet as pq
+
+        return int(pq.read_metadata(self._path(name)).num_rows)
+
 
 class HadoopStore:
     """OUT on any filesystem Spark writes to (hdfs:, s3a:, ...), through the JVM's Hadoop
@@ -176,6 +183,7 @@ class HadoopStore:
 
     def __init__(self, spark: SparkSession, root: str) -> None:
         self.root = root.rstrip("/")
+        self._spark = spark
         jvm, jsc = spark._jvm, spark._jsc
         assert jvm is not None and jsc is not None, "a classic Spark session"
         self._new_array = spark.sparkContext._gateway.new_array  # type: ignore[union-attr]
@@ -234,6 +242,9 @@ class HadoopStore:
 
     def mkdirs(self, name: str) -> None:
         self._fs.mkdirs(self._p(name))
+
+    def parquet_rows(self, name: str) -> int:
+        return int(self._spark.read.parquet(self.uri(name)).count())  # Spark reads the footer
 
 
 # ---------------------------------------------------------------- OUT's state
@@ -604,18 +615,17 @@ class Run:
         return totals
 
     def _featurize(self, inputs: pd.DataFrame) -> tuple[DataFrame, Any]:
+        """The rows of these inputs, and an Observation that counts the failed ones."""
         from pyspark.sql import Observation
         from pyspark.sql import functions as F
 
         images, column = self.source.images(inputs["load"].tolist())
-        counts = Observation()
-        rows = self.rows(images, column).observe(
-            counts, F.count(F.lit(1)).alias("rows"), F.count("error").alias("failed")
-        )
-        return rows, counts
+        failed = Observation()
+        return self.rows(images, column).observe(failed, F.count("error").alias("n")), failed
 
-    def _write(self, rows: DataFrame, counts: Any, expected: int) -> tuple[str, int, int]:
-        """Spark writes the rows as one file into PENDING: (its name, rows, failed)."""
+    def _write(self, rows: DataFrame, record: pd.DataFrame) -> str:
+        """Spark writes the rows into PENDING as one file, checked to hold a row for each
+        input of `record`; returns its name."""
         (
             rows.repartition(1)  # after featurization: one file per chunk, renamed in one step
             .sortWithinPartitions("path")
@@ -623,23 +633,24 @@ class Run:
             .option("maxRecordsPerFile", 0)
             .parquet(self.store.uri(PENDING))
         )
-        got = counts.get
-        if got["rows"] != expected:
-            raise RuntimeError(f"a chunk of {expected} inputs gave {got['rows']} rows")
         parts = [n for n in self.store.list(PENDING) if n.endswith(".parquet") and n[0] not in "_."]
         if len(parts) != 1:
             raise RuntimeError(f"expected one Parquet file from Spark, got {sorted(parts)}")
-        return f"{PENDING}/{parts[0]}", int(got["rows"]), int(got["failed"])
+        part = f"{PENDING}/{parts[0]}"
+        written = self.store.parquet_rows(part)
+        if written != len(record):  # say, an input deleted under spark.sql.files.ignoreMissingFiles
+            raise RuntimeError(f"Spark wrote {written} rows for {len(record)} inputs")
+        return part
 
     def _add(self, file: str, chunk: pd.DataFrame) -> tuple[int, int]:
         """A new chunk: its record first, then the rename that commits it."""
-        rows, counts = self._featurize(chunk)
-        part, n, failed = self._write(rows, counts, len(chunk))
+        rows, failed = self._featurize(chunk)
+        part = self._write(rows, chunk)
         self.store.write_text(_record_name(file), _record(file, chunk))
         self.store.rename(part, file)  # the commit
         self.store.delete(PENDING)
-        log.info("committed %s: %d images, %d failed", file, n, failed)
-        return n, failed
+        log.info("committed %s: %d images", file, len(chunk))
+        return len(chunk), _count(failed)
 
     def _rewrite(self, file: str, changed: pd.DataFrame) -> tuple[int, int]:
         """Inputs that changed since their rows in `file` were written: the file is written
@@ -648,15 +659,21 @@ class Run:
 
         old = _read_record(self.store, _record_name(file))
         paths = changed["path"].tolist()
-        rows, counts = self._featurize(changed)
+        rows, failed = self._featurize(changed)
         kept = self.spark.read.parquet(self.store.uri(file)).where(~F.col("path").isin(paths))
-        part, n, failed = self._write(rows.unionByName(kept), counts, len(changed))
-        self.store.rename(part, file)  # the commit: old rows out, new rows in, one step
         record = pd.concat([old[~old["path"].isin(paths)], changed], ignore_index=True)
+        part = self._write(rows.unionByName(kept), record)
+        self.store.rename(part, file)  # the commit: old rows out, new rows in, one step
         self.store.write_text(_record_name(file), _record(file, record.sort_values("path")))
         self.store.delete(PENDING)
-        log.info("rewrote %s: %d changed images, %d failed", file, n, failed)
-        return n, failed
+        log.info("rewrote %s: %d changed images", file, len(changed))
+        return len(changed), _count(failed)
+
+
+def _count(observation: Any) -> int:
+    """The failed images a chunk's Observation counted. For the summary line only: a stage
+    that Spark runs again (a lost executor's shuffle output) may count its rows twice."""
+    return int(observation.get["n"])
 
 
 def _now() -> str:
