@@ -528,6 +528,11 @@ class Totals:
     failed: int = 0  # of those, how many gave a null and a reason
     chunks: int = 0  # files committed (new chunks and rewritten ones)
 
+    def add(self, images: int, failed: int) -> None:
+        self.extracted, self.failed, self.chunks = (
+            self.extracted + images, self.failed + failed, self.chunks + 1
+        )  # fmt: skip
+
 
 def feature_rows(
     config: ExtractorConfig, input_type: InputType, output_type: str
@@ -592,9 +597,7 @@ class Run:
         try:
             for file, changed in plan.changed.groupby("file", sort=True):
                 n, failed = self._rewrite(str(file), changed)
-                totals.extracted, totals.failed, totals.chunks = (
-                    totals.extracted + n, totals.failed + failed, totals.chunks + 1
-                )  # fmt: skip
+                totals.add(n, failed)
                 committed(n)
             number = 1 + max(
                 (int(m[1]) for m in map(_CHUNK_RE.match, self.store.list()) if m), default=0
@@ -602,9 +605,7 @@ class Run:
             for chunk in plan.chunks():
                 n, failed = self._add(f"chunk-{number:06d}.parquet", chunk)
                 number += 1
-                totals.extracted, totals.failed, totals.chunks = (
-                    totals.extracted + n, totals.failed + failed, totals.chunks + 1
-                )  # fmt: skip
+                totals.add(n, failed)
                 committed(n)
         except BaseException:
             try:  # what was committed stays; the chunk in flight goes
