@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import json
 import os
 import platform
@@ -20,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from . import __version__
 from ._types import PRECISIONS
@@ -29,14 +27,13 @@ from .errors import ConfigError, WeightsUnavailableError, first_line
 from .models import family
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
     from pyspark.status import StatusTracker
-
-    from .spark import InputType
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_WEIGHTS = 0, 1, 2, 3
 INPUT_TYPES = ("bytes", "image", "path")
 OUTPUT_TYPES = ("array", "vector")
+DEFAULT_COMMIT_EVERY = 1000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,6 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="a Spark setting, e.g. spark.executor.memory=8g (repeatable)",
     )
     ex.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    ex.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an earlier run into OUT: keep what it holds, featurize only the inputs "
+        "it lacks or that changed since (size or modification time); refused if OUT was made "
+        "with another model, weights, precision or preprocessing",
+    )
+    ex.add_argument(
+        "--commit-every",
+        type=int,
+        default=DEFAULT_COMMIT_EVERY,
+        metavar="N",
+        help="commit OUT in chunks of N images, each one Parquet file renamed into place, so a "
+        f"crash loses at most the chunk in flight (default: {DEFAULT_COMMIT_EVERY})",
+    )
     ex.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     ex.add_argument(
         "--progress-every",
@@ -138,17 +150,12 @@ def _fail(code: int, message: str) -> int:
     return code
 
 
-def _local(path: str) -> str | None:
-    """The local filesystem path of an INPUT or OUT (a plain path or a file: URI), or None."""
-    if path.startswith("file:"):
-        return urlparse(path).path
-    return None if "://" in path else path
-
-
 # ---------------------------------------------------------------- extract
 
 
 def _extract(args: argparse.Namespace) -> int:
+    from ._runs import LocalStore, check_output, fingerprint, local_path
+
     config = ExtractorConfig(
         model=args.model, weights=args.weights, batch_size=args.batch_size, device=args.device,
         precision=args.precision, normalize=args.normalize,
@@ -158,20 +165,26 @@ def _extract(args: argparse.Namespace) -> int:
             raise ConfigError(f"--conf expects spark.KEY=VALUE, got {setting!r}")
     if not args.progress_every > 0:
         raise ConfigError(f"--progress-every must be a positive number, got {args.progress_every}")
+    if args.commit_every < 1:
+        raise ConfigError(
+            f"--commit-every must be a positive number of images, got {args.commit_every}"
+        )
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume keeps OUT and --overwrite replaces it: pass one of them")
     for path in args.inputs:
-        local = _local(path)
+        local = local_path(path)
         if local is not None and not os.path.exists(local):
             raise ConfigError(f"input not found: {path!r}")
-    output = args.output
-    local = _local(output)
-    if local is not None and os.path.exists(local) and not args.overwrite:
-        raise ConfigError(f"output {output!r} exists: pass --overwrite to replace it")
+    wanted = fingerprint(config, args.input_type, args.output_type)
+    local = local_path(args.output)
+    if local is not None:  # elsewhere, once Spark's filesystems are up
+        check_output(LocalStore(local), wanted, args.resume, args.overwrite, args.output)
     # Download now, or fail in one line, rather than in every task of the job.
     family(config.source.family).fetch(config.source)
 
     spark = _session(args.master, dict(c.split("=", 1) for c in args.conf))
     try:
-        return _run_job(spark, args, config)
+        return _run(spark, args, config, wanted)
     finally:
         spark.stop()
 
@@ -187,6 +200,8 @@ def _session(master: str, conf: dict[str, str]) -> SparkSession:
         "spark.log.level": "ERROR",
         # The UDF re-chunks to batch_size itself; small Arrow batches keep worker memory low.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "256",
+        # The driver collects the listing of the inputs: through Arrow, not row by row.
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
     }
     builder = SparkSession.builder.master(master).appName("featurex extract")
     for key, value in {**defaults, **conf}.items():
@@ -194,82 +209,40 @@ def _session(master: str, conf: dict[str, str]) -> SparkSession:
     return builder.getOrCreate()
 
 
-def _run_job(spark: SparkSession, args: argparse.Namespace, config: ExtractorConfig) -> int:
-    from pyspark.sql import functions as F
+def _run(
+    spark: SparkSession, args: argparse.Namespace, config: ExtractorConfig, wanted: dict[str, str]
+) -> int:
+    from ._runs import Run, Source, check_output, feature_rows, open_store, plan
 
-    from .spark import features_column
-
-    images, column, input_type = _inputs(spark, args)
-    total = images.count()  # lists files (or listing lines) only: no image is read here
-    if total == 0:
+    store = open_store(spark, args.output)
+    check_output(store, wanted, args.resume, args.overwrite, args.output)  # it may have changed
+    source = Source(spark, args.inputs, args.input_type, args.glob)
+    listing = source.listing()  # lists files (or listing lines) once: no image is read here
+    if listing.empty:
         return _fail(EXIT_USAGE, f"no images found in {' '.join(args.inputs)}")
-    result = features_column(column, config, with_errors=True, input_type=input_type)
-    features = F.col("r.features")
-    if args.output_type == "vector":
-        from .ml import to_vector
-
-        features = to_vector(features)
-    out = images.select("path", result.alias("r")).select(
-        "path", features.alias("features"), F.col("r.error").alias("error")
-    )
+    job = Run(spark, store, source, feature_rows(config, args.input_type, args.output_type))
+    todo = plan(listing, job.prepare(wanted, args.resume, args.overwrite), args.commit_every)
 
     tracker = spark.sparkContext.statusTracker()
-    progress = _Progress(tracker, total, args.output, sys.stderr, args.progress_every)
+    progress = _Progress(
+        tracker, todo.total, todo.skipped, sys.stderr, args.progress_every, args.resume
+    )
     started = time.perf_counter()
     if not args.quiet:
         progress.start()
     try:
-        out.write.mode("overwrite" if args.overwrite else "errorifexists").parquet(args.output)
+        totals = job.execute(todo, progress.add)
     except Exception as exc:
         progress.stop(success=False)
         return _fail(EXIT_FAILED, f"the job failed: {_root_cause(exc)}")
     progress.stop(success=True)
     elapsed = time.perf_counter() - started
-
-    written = spark.read.parquet(args.output)
-    row = written.agg(F.count("*").alias("n"), F.count("error").alias("failed")).first()
-    assert row is not None
-    n, failed = int(row["n"]), int(row["failed"])
-    local = _local(args.output)
-    where = os.path.abspath(local) if local is not None else args.output
     print(
-        f"featurex: {n} images, {failed} failed, {n / elapsed:.1f} images/s "
-        f"({elapsed:.1f} s, {args.model}, {config.precision}) -> {where}"
+        f"featurex: {totals.extracted} images, {totals.failed} failed, {todo.skipped} skipped "
+        f"as already done, {totals.extracted / elapsed:.1f} images/s "
+        f"({elapsed:.1f} s, {args.model}, {config.precision}) -> {store.uri()}"
     )
     return EXIT_OK
-
-
-def _inputs(spark: SparkSession, args: argparse.Namespace) -> tuple[DataFrame, str, InputType]:
-    """The images to read: a DataFrame with a `path` column, its input column and kind."""
-    from pyspark.sql import functions as F
-
-    def files(source: str, inputs: list[str]) -> DataFrame:
-        reader = spark.read.format(source).option("recursiveFileLookup", "true")
-        if args.glob:
-            reader = reader.option("pathGlobFilter", args.glob)
-        return reader.load(inputs)
-
-    if args.input_type == "bytes":
-        return files("binaryFile", args.inputs).select("path", "content"), "content", "bytes"
-    if args.input_type == "image":
-        images = files("image", args.inputs).select(F.col("image.origin").alias("path"), "image")
-        return images, "image", "image"
-    # "path": folders are listed by Spark (names only, binaryFile reads no content unless
-    # asked); files are listings whose relative entries are relative to the listing's folder.
-    folders = [p for p in args.inputs if os.path.isdir(_local(p) or "")]
-    parts = [files("binaryFile", folders).select("path")] if folders else []
-    for listing in (p for p in args.inputs if p not in folders):
-        local = _local(listing)
-        base = os.path.dirname(os.path.abspath(local)) if local is not None else ""
-        entry = F.trim(F.col("value"))
-        absolute = entry.contains("://") | entry.startswith("/") | F.lit(not base)
-        path = F.when(absolute, entry).otherwise(F.concat(F.lit(base + os.sep), entry))
-        lines = spark.read.text(listing).where((entry != "") & ~entry.startswith("#"))
-        parts.append(lines.select(path.alias("path")))
-    paths = parts[0]
-    for part in parts[1:]:
-        paths = paths.unionByName(part)
-    return paths, "path", "path"
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -281,23 +254,28 @@ def _root_cause(exc: BaseException) -> str:
 class _Progress:
     """Images done out of the total, the rate and the time, on stderr, while the job runs.
 
-    Done counts real images: the rows in the Parquet files of tasks that have committed
-    (Spark's default committer moves them to OUT/_temporary/<n>/task_*/ on task commit;
-    their footers hold the row counts). Where the output is not local or that layout is
-    absent, done is estimated from Spark's status tracker (completed / all tasks) and shown
-    as "~N". On a terminal one line is redrawn; elsewhere (CI, logs) a line every N seconds.
+    Done is counted, never estimated: the inputs skipped as already in OUT plus the rows of
+    the chunks this run has committed. The current chunk's job shows as its tasks. On a
+    terminal one line is redrawn; elsewhere (CI, logs) a line every N seconds.
     """
 
     def __init__(
-        self, tracker: StatusTracker, total: int, output: str, stream: IO[str], every: float
+        self,
+        tracker: StatusTracker,
+        total: int,
+        skipped: int,
+        stream: IO[str],
+        every: float,
+        show_skipped: bool,
     ) -> None:
         self._tracker = tracker
         self._total = total
-        self._output = _local(output)
+        self._skipped = skipped
+        self._extracted = 0
+        self._show_skipped = show_skipped
         self._stream = stream
         self._tty = stream.isatty()
         self._every = 0.5 if self._tty else every
-        self._footers: dict[str, int] = {}  # committed task file -> rows
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="featurex-progress")
         self._started = time.perf_counter()
@@ -308,28 +286,24 @@ class _Progress:
         self._running = True
         self._thread.start()
 
+    def add(self, rows: int) -> None:
+        """A chunk of `rows` images was committed."""
+        self._extracted += rows
+
     def stop(self, success: bool) -> None:
         if not self._running:
             return
         self._done.set()
         self._thread.join()
-        if success:  # the job committed: every image is done
-            self._show(self._line(self._total, exact=True, tasks=None))
+        if success:
+            self._show(self._line(tasks=None))
         if self._tty:
             self._stream.write("\n")
             self._stream.flush()
 
     def _loop(self) -> None:
         while not self._done.wait(self._every):
-            tasks = self._tasks()
-            if tasks is None:
-                continue  # between jobs
-            completed, all_tasks = tasks
-            done = self._committed_rows()
-            exact = done is not None and (done > 0 or completed == 0)
-            if not exact:
-                done = self._total * completed // all_tasks
-            self._show(self._line(done or 0, exact, tasks))
+            self._show(self._line(self._tasks()))
 
     def _show(self, line: str) -> None:
         self._stream.write(f"\r{line}\x1b[K" if self._tty else f"{line}\n")
@@ -344,37 +318,24 @@ class _Progress:
                 all_tasks += info.numTasks
         return (completed, all_tasks) if all_tasks else None
 
-    def _committed_rows(self) -> int | None:
-        """Rows in the committed tasks' files, or None where they cannot be seen."""
-        if self._output is None:
-            return None
-        import pyarrow.parquet as pq
-
-        pattern = os.path.join(glob.escape(self._output), "_temporary", "*", "task_*", "*.parquet")
-        for path in glob.glob(pattern):
-            if path not in self._footers:
-                try:
-                    self._footers[path] = pq.read_metadata(path).num_rows
-                except (OSError, ValueError):  # moved by the job commit, or not yet readable
-                    continue
-        return sum(self._footers.values())
-
-    def _line(self, done: int, exact: bool, tasks: tuple[int, int] | None) -> str:
+    def _line(self, tasks: tuple[int, int] | None) -> str:
         elapsed = time.perf_counter() - self._started
-        rate = done / elapsed if elapsed > 0 else 0.0
-        count = f"{done}/{self._total}" if exact else f"~{done}/{self._total}"
+        extracted = self._extracted
+        done = self._skipped + extracted
+        rate = extracted / elapsed if elapsed > 0 else 0.0
+        skipped = f", {self._skipped} skipped" if self._show_skipped else ""
         task_text = f", tasks {tasks[0]}/{tasks[1]}" if tasks else ""
         if self._tty:
             width = 24
             bar = "#" * (width * done // self._total)
             return (
-                f"extract [{bar:<{width}}] {count} images, {rate:.1f} img/s, "
-                f"{elapsed:.0f} s{task_text}"
+                f"extract [{bar:<{width}}] {done}/{self._total} images{skipped}, "
+                f"{rate:.1f} img/s, {elapsed:.0f} s{task_text}"
             )
         percent = 100 * done // self._total
         return (
-            f"featurex: progress {count} images ({percent}%), {rate:.1f} images/s, "
-            f"{elapsed:.0f} s{task_text}"
+            f"featurex: progress {done}/{self._total} images ({percent}%){skipped}, "
+            f"{rate:.1f} images/s, {elapsed:.0f} s{task_text}"
         )
 
 

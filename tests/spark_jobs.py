@@ -10,6 +10,8 @@ Each job reads IMAGES with binaryFile into 3 partitions of 4 images and writes P
   clean.parquet     the tripwire model (resnet18, seed 0), which never fires
   faulty.parquet    the same model and job, but the first task of the job to reach its second
                     inference batch SIGKILLs its own Python worker; the retry goes through
+  chunked/          the steps of `featurex extract --resume --commit-every 5`, in two runs:
+                    img0* first, then every image (chunked.json: what each run did)
 
 The tripwire model logs every load and forward pass to OUT/events/<job>-<pid>.jsonl, and
 the worker it kills writes OUT/kill.json just before dying. OUT/app.json names the
@@ -26,10 +28,14 @@ import os
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-JOBS = ("features", "clean", "faulty")
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+JOBS = ("features", "clean", "faulty", "chunked")
 ROWS_PER_BATCH = 2  # inference batch = Arrow batch: 2 batches per 4-image task
 
 
@@ -108,6 +114,30 @@ def tripwire_resnet18(out: str, job: str, armed: bool) -> nn.Module:
     return Tripwire(out, job, armed)
 
 
+def _chunked(spark: SparkSession, images: str, out: str) -> None:
+    """The command's resumable run, in this driver: executors write each chunk, the driver
+    commits it."""
+    from featurex import _runs
+    from featurex.config import ExtractorConfig
+
+    config = ExtractorConfig(model="resnet18", weights=None)
+    wanted = _runs.fingerprint(config, "bytes", "array")
+    runs = []
+    for glob in ("img0*", None):
+        started = time.perf_counter()
+        store = _runs.LocalStore(out)
+        _runs.check_output(store, wanted, resume=True, overwrite=False)
+        source = _runs.Source(spark, [images], "bytes", glob)
+        job = _runs.Run(spark, store, source, _runs.feature_rows(config, "bytes", "array"))
+        todo = _runs.plan(source.listing(), job.prepare(wanted, True, False), every=5)
+        totals = job.execute(todo, lambda rows: None)
+        runs.append({"total": todo.total, "skipped": todo.skipped, "extracted": totals.extracted,
+                     "chunks": totals.chunks})  # fmt: skip
+        print(f"job chunked ({glob}): {time.perf_counter() - started:.1f} s", flush=True)
+    with open(os.path.join(os.path.dirname(out), "chunked.json"), "w") as f:
+        json.dump(runs, f)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("master")
@@ -147,6 +177,9 @@ def main(argv: list[str]) -> int:
             .repartition(3)
         )
         for job in args.jobs.split(","):
+            if job == "chunked":
+                _chunked(spark, args.images, os.path.join(out, "chunked"))
+                continue
             if job == "features":
                 col = fx.image_features("content", model="resnet18", weights=None)
             else:

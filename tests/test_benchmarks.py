@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.ceiling import per_image_ms  # noqa: E402
 from benchmarks.images import MAX_SIDE, MIN_SIDE, make_image, make_images, photo_paths  # noqa: E402
+from benchmarks.resume import fabricate, resume_phases, tiny_jpegs  # noqa: E402
 from benchmarks.run import _rate_cell, markdown, merge_rounds  # noqa: E402
 
 
@@ -124,3 +126,14 @@ def test_ceiling_reports_decode_and_forward_costs_per_image(tmp_path: Path) -> N
     assert bound == pytest.approx(2 * per_core, rel=0.02)
     bad = subprocess.run([*cmd[:3], "--rounds", "0"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "must be positive" in bad.stderr
+
+
+def test_resume_benchmark_times_the_real_resume_steps(spark: object, tmp_path: Path) -> None:
+    inputs = tiny_jpegs(tmp_path / "in", 30, side=16)
+    out = tmp_path / "out"
+    assert fabricate(spark, inputs, out, every=10) == 30
+    assert len(list((out / "_featurex" / "chunks").glob("*.json"))) == 3
+    # It checks that the real listing finds every input done in the fabricated OUT.
+    times = resume_phases(spark, inputs, out, every=10)
+    assert set(times) == {"list inputs", "read OUT's records", "match", "total"}
+    assert len(pq.read_table(out)) == 30

@@ -40,11 +40,10 @@ def test_extract_end_to_end_with_progress_lines(image_dir: Path, tmp_path: Path)
     shutil.copytree(image_dir, inputs)
     (inputs / "nested" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     out = tmp_path / "features.parquet"
-    # One image per task (each file "costs" 1 GiB to open, so none share a partition), one
-    # task at a time: progress can count the images as their tasks commit.
+    # Chunks of 4 images: progress counts the images of each chunk as it commits.
     result = _run("extract", str(inputs), "--output", str(out), "--model", "resnet18",
                   "--weights", "none", "--batch-size", "4", "--master", "local[1]",
-                  "--conf", "spark.sql.files.openCostInBytes=1g", "--progress-every", "0.2")  # fmt: skip
+                  "--commit-every", "4", "--progress-every", "0.2")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
     assert summary.startswith("featurex: 13 images, 1 failed, ")
@@ -58,14 +57,15 @@ def test_extract_end_to_end_with_progress_lines(image_dir: Path, tmp_path: Path)
     assert len(good) == 12
     assert all(len(f) == 512 and np.isfinite(f).all() for f in good["features"])
 
-    # Not a terminal: plain lines, images counted from the tasks that committed.
+    # Not a terminal: plain lines, images counted as their chunks commit.
     progress = re.findall(
-        r"^featurex: progress (\d+)/13 images \((\d+)%\), [\d.]+ images/s, \d+ s(?:, tasks (\d+)/13)?$",
+        r"^featurex: progress (\d+)/13 images \((\d+)%\), [\d.]+ images/s, \d+ s(?:, tasks \d+/\d+)?$",
         result.stderr, re.M,
     )  # fmt: skip
-    done = [int(d) for d, _, _ in progress]
+    done = [int(d) for d, _ in progress]
     assert done[-1] == 13 and progress[-1][1] == "100"
-    assert done == sorted(done) and any(0 < d < 13 for d in done), done
+    assert done == sorted(done) and set(done) <= {0, 4, 8, 12, 13}, done
+    assert any(0 < d < 13 for d in done), done
     # Counted, never estimated (an estimate from the task counts would read "~N").
     assert "~" not in result.stderr and "\r" not in result.stderr
 
@@ -73,7 +73,8 @@ def test_extract_end_to_end_with_progress_lines(image_dir: Path, tmp_path: Path)
     again = _run("extract", str(inputs), "--output", str(out), "--weights", "none")
     assert again.returncode == EXIT_USAGE
     assert again.stderr.strip() == (
-        f"featurex: error: output {str(out)!r} exists: pass --overwrite to replace it"
+        f"featurex: error: output {str(out)!r} exists: pass --overwrite to replace it "
+        "(or --resume to continue it)"
     )
 
 
@@ -89,6 +90,11 @@ def test_extract_end_to_end_with_progress_lines(image_dir: Path, tmp_path: Path)
             "--conf expects spark.KEY=VALUE, got 'executor.memory=8g'",
         ),
         (["--progress-every", "0"], "--progress-every must be a positive number, got 0.0"),
+        (["--commit-every", "0"], "--commit-every must be a positive number of images, got 0"),
+        (
+            ["--resume", "--overwrite"],
+            "--resume keeps OUT and --overwrite replaces it: pass one of them",
+        ),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(

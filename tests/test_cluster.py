@@ -100,6 +100,24 @@ def test_cluster_ran_on_executors_and_left_no_process(cluster_run: ClusterRun) -
     assert not alive(pids), alive(pids)
 
 
+def test_chunked_resumable_run_on_the_cluster(cluster_run: ClusterRun, image_dir: Path) -> None:
+    # img0* (10 images) in chunks of 5, then all 12: the second run did only the other 2.
+    runs = json.loads((cluster_run.out / "chunked.json").read_text())
+    assert runs == [{"total": 10, "skipped": 0, "extracted": 10, "chunks": 2},
+                    {"total": 12, "skipped": 10, "extracted": 2, "chunks": 1}]  # fmt: skip
+    chunked = cluster_run.out / "chunked"
+    assert sorted(p.name for p in chunked.glob("*.parquet")) == [
+        "chunk-000001.parquet",
+        "chunk-000002.parquet",
+        "chunk-000003.parquet",
+    ]
+    paths = _image_paths(image_dir)
+    features = _by_path(chunked)
+    assert sorted(features.index) == sorted(map(str, paths))  # each image once
+    expected = _matrix(_by_path(cluster_run.out / "features.parquet"), paths)
+    assert_close(_matrix(features, paths), expected, rtol=1e-5)
+
+
 def test_python_worker_killed_on_the_cluster_is_retried(
     cluster_run: ClusterRun, image_dir: Path
 ) -> None:
