@@ -22,8 +22,9 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from . import __version__
+from ._compat import require_pyspark
 from .config import PRECISIONS, ExtractorConfig
-from .errors import ConfigError, WeightsUnavailableError, first_line
+from .errors import ConfigError, MissingDependencyError, WeightsUnavailableError, first_line
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -120,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_USAGE, str(exc))
     except WeightsUnavailableError as exc:
         return _fail(EXIT_NO_WEIGHTS, str(exc))
+    except MissingDependencyError as exc:
+        return _fail(EXIT_USAGE, str(exc))
 
 
 def _fail(code: int, message: str) -> int:
@@ -169,6 +172,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _session(master: str, conf: dict[str, str]) -> SparkSession:
+    require_pyspark("featurex extract")
     from pyspark.sql import SparkSession
 
     if master.startswith("local"):

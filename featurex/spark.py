@@ -29,6 +29,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from ._compat import is_column
 from .config import DEFAULT_MAX_PIXELS, ExtractorConfig, ModelFactory, OnError, Precision, Transform
 from .decode import PixelRecord
 from .errors import ConfigError
@@ -111,7 +112,9 @@ def features_column(
             f"{', '.join(map(repr, INPUT_TYPES))}"
         )
     for name, value in (("col", col), ("path_col", path_col)):
-        if not isinstance(value, Column | str) and not (name == "path_col" and value is None):
+        if value is None and name == "path_col":
+            continue
+        if not (isinstance(value, str) or is_column(value)):  # classic or Connect, any pyspark
             raise ConfigError(f"{name} must be a column name or a Column, got {value!r}")
     udf = features_udf(config, with_errors, input_type, path_col is not None)
     column: Column = udf(col) if path_col is None else udf(col, path_col)
