@@ -50,7 +50,7 @@ def spark() -> Iterator[object]:
         # loading a model), Spark destroys each Python worker of that task, even one it has
         # already returned to the reuse pool; 3.5 then hands that dead worker to a later task,
         # which fails with "SocketException: Socket is closed" (SPARK-54217; 4.x checks the
-        # pool, SPARK-47565). tests/test_spark.py::test_a_failed_job_leaves_the_workers_usable
+        # pool, SPARK-47565): tests/test_platforms.py::test_a_killed_task_leaves_no_dead_python_worker_in_the_pool
         .config("spark.python.task.killTimeout", "60s")
         .getOrCreate()
     )
