@@ -6,14 +6,37 @@ OUT ?= out/features.parquet
 # Local Spark binds to loopback: no hostname lookups, nothing exposed.
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup run test lint check bench clean
+.PHONY: setup run test lint check bench clean setup-spark35 test-spark35
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/check_requirements.sh
 	@scripts/check_requirements.sh $(PYTHON)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[dev,connect,hf,timm,open_clip]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,spark,connect,hf,timm,open_clip]"
+	@touch $@
+
+# pyspark 3.5 (Databricks LTS 14.3-16.4, EMR 7) with the numpy, pandas and pyarrow of those
+# platforms: a second environment that holds only these. A .pth file appends .venv's
+# site-packages (torch, the test tools) after its own, so its pyspark 3.5 shadows .venv's
+# pyspark 4, here and in Spark's Python workers (tests/test_platforms.py checks both), and
+# nothing big is installed twice. featurex goes in last, as a user installs it beside a
+# platform's pyspark: pip must keep 3.5.
+VENV35 := .venv-spark35
+PYSPARK35 := 3.5.9
+SPARK35 := pyspark==$(PYSPARK35) numpy==1.26.4 pandas==1.5.3 pyarrow==14.0.2
+PURELIB := import sysconfig; print(sysconfig.get_paths()["purelib"])
+
+setup-spark35: $(VENV35)/.installed
+
+$(VENV35)/.installed: $(VENV)/.installed Makefile
+	rm -rf $(VENV35)
+	$(BIN)/python -m venv --without-pip $(VENV35)
+	$(BIN)/python -m pip --python $(VENV35)/bin/python install --quiet $(SPARK35)
+	$(BIN)/python -c '$(PURELIB)' > "$$($(VENV35)/bin/python -c '$(PURELIB)')/featurex-dev-venv.pth"
+	$(BIN)/python -m pip --python $(VENV35)/bin/python install --quiet -e ".[spark]"
+	$(VENV35)/bin/python -c 'import pyspark, sys; v = pyspark.__version__; \
+	  sys.exit(None if v == "$(PYSPARK35)" else f"pip replaced pyspark $(PYSPARK35) with {v}")'
 	@touch $@
 
 # Pretrained ResNet-50 weights when they can be had; otherwise (offline, exit code 3) say so
@@ -32,6 +55,10 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# The whole suite again on pyspark 3.5 (see setup-spark35); .venv's commands (hadolint) on PATH.
+test-spark35: setup-spark35
+	PATH="$(abspath $(BIN)):$$PATH" $(VENV35)/bin/python -m pytest
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -45,4 +72,4 @@ bench: setup
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV35) out .pytest_cache .mypy_cache .ruff_cache

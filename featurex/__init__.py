@@ -4,13 +4,27 @@ Typical use: ``df.withColumn("features", featurex.image_features("content"))`` o
 read with ``spark.read.format("binaryFile")``.
 """
 
+from . import _compat
 from ._cache import cache_info
 from .compat import ImageVectorizer
 from .config import ExtractorConfig
 from .errors import FeatureXError
 from .extractor import FeatureExtractor
-from .ml import ImageFeaturizer
-from .spark import image_features
+
+# pyspark is the platform's, or absent where only the engine is used: without it the Spark
+# parts are stand-ins that raise a one-line error naming what to install.
+try:
+    from .spark import image_features
+except ImportError as exc:
+    if not _compat.is_pyspark_import_error(exc):
+        raise
+    image_features = _compat.unavailable("image_features", exc)
+try:
+    from .ml import ImageFeaturizer
+except ImportError as exc:
+    if not _compat.is_pyspark_import_error(exc):
+        raise
+    ImageFeaturizer = _compat.unavailable("ImageFeaturizer", exc)  # type: ignore[misc,assignment]
 
 __version__ = "0.1.0"
 

@@ -21,9 +21,10 @@ from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
+from ._compat import require_pyspark
 from ._types import PRECISIONS
 from .config import ExtractorConfig
-from .errors import ConfigError, WeightsUnavailableError, first_line
+from .errors import ConfigError, MissingDependencyError, WeightsUnavailableError, first_line
 from .models import family
 
 if TYPE_CHECKING:
@@ -143,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_USAGE, str(exc))
     except WeightsUnavailableError as exc:
         return _fail(EXIT_NO_WEIGHTS, str(exc))
+    except MissingDependencyError as exc:
+        return _fail(EXIT_USAGE, str(exc))
 
 
 def _fail(code: int, message: str) -> int:
@@ -190,6 +193,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _session(master: str, conf: dict[str, str]) -> SparkSession:
+    require_pyspark("featurex extract")
     from pyspark.sql import SparkSession
 
     if master.startswith("local"):

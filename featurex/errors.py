@@ -19,6 +19,11 @@ class CheckpointError(ConfigError):
     """A checkpoint that cannot be loaded into the chosen model (on the driver or a worker)."""
 
 
+class MissingDependencyError(FeatureXError, ImportError):
+    """An optional library featurex needs for what was asked is not installed; the message
+    names the pip command."""
+
+
 class ImageError(FeatureXError, ValueError):
     """An image that cannot be decoded; raised only with ``on_error="raise"``."""
 

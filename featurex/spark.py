@@ -29,6 +29,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from ._compat import is_column
 from ._types import ModelFactory
 from .config import ExtractorConfig, with_config_options
 from .decode import PixelRecord
@@ -90,7 +91,9 @@ def features_column(
             f"{', '.join(map(repr, INPUT_TYPES))}"
         )
     for name, value in (("col", col), ("path_col", path_col)):
-        if not isinstance(value, Column | str) and not (name == "path_col" and value is None):
+        if value is None and name == "path_col":
+            continue
+        if not (isinstance(value, str) or is_column(value)):  # classic or Connect, any pyspark
             raise ConfigError(f"{name} must be a column name or a Column, got {value!r}")
     udf = features_udf(config, with_errors, input_type, path_col is not None)
     column: Column = udf(col) if path_col is None else udf(col, path_col)
@@ -158,16 +161,26 @@ def _scalar_iter_udf(fn: Any, named: bool, out: type, return_type: DataType) -> 
 def _stream(
     config: ExtractorConfig, batches: Iterator[Any], input_type: InputType, named: bool
 ) -> Iterator[tuple[pd.Series, list[str | None]]]:
-    """Runs in the Python worker: Arrow batches in, Series of float32 arrays out."""
+    """Runs in the Python worker: Arrow batches in, Series of float32 arrays out.
+
+    The model is loaded once a first batch has arrived and its type is checked: an empty
+    partition loads nothing, and a wrong column fails in milliseconds, not after a load.
+    """
+    items: Iterator[tuple[list[object], list[str | None]]] = (
+        (_items(b[0], input_type), b[1].tolist()) if named else (_items(b, input_type), [])
+        for b in batches
+    )
+    first = next(items, None)
+    if first is None:
+        return
     extractor = FeatureExtractor.from_config(config, _task_device(config))
     _load_and_settle(extractor)
-    if named:  # (input, names) pairs: split them in lockstep
-        left, right = itertools.tee(batches)
-        inputs = (_items(pair[0], input_type) for pair in left)
-        names = (pair[1].tolist() for pair in right)
-        results = extractor.extract_batches(inputs, names)
+    stream = itertools.chain([first], items)
+    if named:  # the engine reads inputs and names in lockstep: the tee holds one pair
+        left, right = itertools.tee(stream)
+        results = extractor.extract_batches((i for i, _ in left), (n for _, n in right))
     else:
-        results = extractor.extract_batches(_items(batch, input_type) for batch in batches)
+        results = extractor.extract_batches(i for i, _ in stream)
     for features, errors in results:
         rows: list[np.ndarray | None] = [
             None if err is not None else row for row, err in zip(features, errors, strict=True)

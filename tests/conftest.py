@@ -43,6 +43,15 @@ def spark() -> Iterator[object]:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.sql.shuffle.partitions", "2")
+        # A crashed Python worker's traceback goes into the task's error.
+        .config("spark.python.worker.faulthandler.enabled", "true")
+        # Tests fail jobs on purpose. On pyspark 3.5, when a task is killed (a sibling task
+        # failed its job) and stays busy past this timeout (2 s by default: importing torch,
+        # loading a model), Spark destroys each Python worker of that task, even one it has
+        # already returned to the reuse pool; 3.5 then hands that dead worker to a later task,
+        # which fails with "SocketException: Socket is closed" (SPARK-54217; 4.x checks the
+        # pool, SPARK-47565): tests/test_platforms.py::test_a_killed_task_leaves_no_dead_python_worker_in_the_pool
+        .config("spark.python.task.killTimeout", "60s")
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")

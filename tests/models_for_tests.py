@@ -6,6 +6,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -86,3 +87,34 @@ def tiny_engine(**overrides: object) -> dict[str, object]:
     transform = ImageClassification(crop_size=32, resize_size=36)
     return {"model": tiny_cnn, "weights": None, "device": "cpu", "batch_size": 4,
             "transform": transform, **overrides}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LoggedBuild:
+    """A tiny_cnn factory that appends the Spark partition of each build to the file `log`."""
+
+    log: str
+
+    def __call__(self) -> nn.Module:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        with open(self.log, "a") as f:
+            f.write(f"{context.partitionId() if context is not None else -1}\n")
+        return tiny_cnn()
+
+    def builds(self) -> list[int]:
+        """The partitions whose tasks built the model, in order."""
+        if not os.path.exists(self.log):
+            return []
+        with open(self.log) as f:
+            return [int(line) for line in f]
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of pyspark and the libraries its Arrow path uses, in this process."""
+    import pyarrow
+    import pyspark
+
+    return {"pyspark": pyspark.__version__, "numpy": np.__version__, "pandas": pd.__version__,
+            "pyarrow": pyarrow.__version__}  # fmt: skip

@@ -32,7 +32,7 @@ from images import encode, jpeg, photo
 from models_for_tests import assert_close, worker_cache_report
 
 import featurex as fx
-from featurex.errors import ConfigError
+from featurex.errors import ConfigError, MissingDependencyError
 
 ROOT = Path(__file__).parent.parent
 IMAGES = [jpeg(200, 150, 1), jpeg(120, 260, 2), encode(photo(90, 90, 3), "PNG"), jpeg(64, 48, 4)]
@@ -195,7 +195,7 @@ def test_a_missing_extra_fails_at_the_call_with_the_pip_command(
 ) -> None:
     monkeypatch.setitem(sys.modules, module, None)  # what `import` sees when it is absent
     with pytest.raises(
-        ConfigError, match=rf'needs the {module!r} package.*pip install "featurex\[{extra}\]"'
+        MissingDependencyError, match=rf'needs the {module!r} package.*pip install "featurex\[{extra}\]"'
     ):
         fx.image_features("content", model=model)
 

@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
-import subprocess
-import sys
 import zipfile
 from email.parser import Parser
 from importlib.metadata import requires
 from pathlib import Path
 
 import pytest
+from featurex_wheel import build_wheel
 
 ROOT = Path(__file__).parents[1]
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
-    # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
-    source = tmp_path_factory.mktemp("source")
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "featurex", source / "featurex",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-    out = tmp_path_factory.mktemp("dist")
-    # The venv's setuptools builds it where there is one (no download); Python 3.12+ venvs
-    # have none, and pip fetches the build backend as usual.
-    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", *isolation,
-         "--wheel-dir", str(out), "--quiet"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    (built,) = out.glob("featurex-*.whl")
-    return zipfile.ZipFile(built)
+    return zipfile.ZipFile(build_wheel(tmp_path_factory.mktemp("wheel")))
 
 
 def _dist_info(wheel: zipfile.ZipFile, name: str) -> str:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .._types import ModelFactory, Transform
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingDependencyError
 
 # Resize(256) -> CenterCrop(224) -> ToTensor -> Normalize(ImageNet), for weights that do not
 # bring their own preprocessing (a checkpoint path, random init, a factory).
@@ -127,7 +127,7 @@ def import_optional(module: str, family: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ConfigError(
+        raise MissingDependencyError(
             f"model family {family!r} needs the {module!r} package, which is not installed: "
             f'pip install "featurex[{extra}]"'
         ) from exc
