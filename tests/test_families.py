@@ -195,7 +195,8 @@ def test_a_missing_extra_fails_at_the_call_with_the_pip_command(
 ) -> None:
     monkeypatch.setitem(sys.modules, module, None)  # what `import` sees when it is absent
     with pytest.raises(
-        MissingDependencyError, match=rf'needs the {module!r} package.*pip install "featurex\[{extra}\]"'
+        MissingDependencyError,
+        match=rf'needs the {module!r} package.*pip install "featurex\[{extra}\]"',
     ):
         fx.image_features("content", model=model)
 
