@@ -13,6 +13,9 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml scripts/check_requirements.sh
 	@scripts/check_requirements.sh $(PYTHON)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# pip 23.2 (Python 3.11's ensurepip) does not match extras by their PEP 685 name: it
+	@# ignores [open_clip], which the metadata spells open-clip.
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet -e ".[dev,spark,connect,hf,timm,open_clip]"
 	@touch $@
 
