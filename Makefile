@@ -69,10 +69,14 @@ lint: setup
 
 check: lint test
 
-# The benchmark suite (benchmarks/README.md): BENCH_ARGS="--quick" for a few minutes.
+# The benchmark suite (benchmarks/README.md): ResNet-50 against its peers, the transformer
+# families against theirs, and each precision's accuracy. A few minutes:
+# make bench BENCH_ARGS=--quick FAMILIES_ARGS=--quick ACCURACY_ARGS="--images 64"
 bench: setup
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.families $(FAMILIES_ARGS)
+	$(BIN)/python -m benchmarks.accuracy $(ACCURACY_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV35) out .pytest_cache .mypy_cache .ruff_cache

@@ -39,7 +39,13 @@ def per_image_ms(images: list[bytes], precision: str, model: str, rounds: int) -
     for round_ in range(rounds):
         start = time.perf_counter()
         prepared = [
-            prepare(data, loaded.transform, config.max_pixels, loaded.resize_size)
+            prepare(
+                data,
+                loaded.transform,
+                config.max_pixels,
+                loaded.resize_size,
+                fast_decode=bool(config.fast_decode),  # as the engine decodes (on for int8)
+            )
             for data in images
         ]
         decode.append((time.perf_counter() - start) * 1e3 / len(images))

@@ -103,9 +103,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add = parser.add_argument
     add("--models", default=",".join(MODELS), help=f"comma-separated: {','.join(MODELS)}")
     add("--precisions", default="fp32,bf16")
-    add("--images", type=int, default=96, help="images per timed run (96)")
-    add("--repeats", type=int, default=2, help="timed runs per process, their median (2)")
-    add("--rounds", type=int, default=3, help="fresh processes per variant, in turns (3)")
+    add("--images", type=int, help="images per timed run (96; --quick 16)")
+    add("--repeats", type=int, help="timed runs per process, their median (2; --quick 1)")
+    add("--rounds", type=int, help="fresh processes per variant, in turns (3; --quick 1)")
+    add("--quick", action="store_true", help="a few minutes: 16 images, 1 repeat, 1 round")
     add("--cores", type=int, default=2)
     add(
         "--batch-size",
@@ -118,6 +119,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--out", type=Path, default=ROOT / "benchmarks" / "results")
     add("--data", type=Path, default=ROOT / "benchmarks" / ".data")
     args = parser.parse_args(argv)
+    quick = {"images": 16, "repeats": 1, "rounds": 1}
+    for key, value in (quick if args.quick else {"images": 96, "repeats": 2, "rounds": 3}).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     args.model_list = [m for m in args.models.split(",") if m]
     if not set(args.model_list) <= set(MODELS):
         parser.error(f"unknown models in {args.models!r}: choose from {', '.join(MODELS)}")

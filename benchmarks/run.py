@@ -403,7 +403,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"featurex benchmark, {m['date']}: {m['model']} (random init, seed shared), "
         f"{m['images']} JPEGs (300-1024 px, from {m['photos']}), local[{m['cores_used']}] "
         f"with {m['partitions']} equal partitions, on {m['cpu']} ({m['cpus_on_host']} CPUs on "
-        f"the host; bf16: {m['bf16_cpu']}; load average {m['loadavg_at_start']:.1f} at the "
+        f"the host; ISA: {', '.join(m.get('cpu_flags', [])) or 'none of note'}; bf16: "
+        f"{m['bf16_cpu']}; load average {m['loadavg_at_start']:.1f} at the "
         f"start, {m.get('loadavg_at_end', float('nan')):.1f} at the end).",
         f"Python {m['python']}, {m['java']}, torch {m['torch']}, torchvision "
         f"{m['torchvision']}, pyspark {m['pyspark']}, Pillow {m['pillow']}, featurex "
