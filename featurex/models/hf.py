@@ -23,7 +23,7 @@ from torch import nn
 from .._types import ModelFactory
 from ..errors import ConfigError, WeightsUnavailableError, first_line
 from .base import Built, Source, WeightsStatus, import_optional, seeded
-from .weights import download_lock, folder_version
+from .weights import download_lock, folder_version, hub_cached
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 # What a worker needs from a repo: configs (model, image processor) and the weights.
@@ -122,13 +122,11 @@ class HuggingFace:
             return WeightsStatus(source.model, None, source.model, "local folder")
         if source.weights is None:
             return WeightsStatus("none", None, None, f"random init (config of {source.identity})")
-        from huggingface_hub import try_to_load_from_cache
-
-        for name in ("model.safetensors", "model.safetensors.index.json"):
-            path = try_to_load_from_cache(source.model, name, revision=source.revision)
-            if isinstance(path, str):
-                folder = os.path.dirname(path)
-                return WeightsStatus(source.identity, True, folder, f"cached at {folder}")
+        names = ("model.safetensors", "model.safetensors.index.json")
+        path = hub_cached(source.model, names, source.revision)
+        if path is not None:
+            folder = os.path.dirname(path)
+            return WeightsStatus(source.identity, True, folder, f"cached at {folder}")
         return WeightsStatus(
             source.identity, False, None, "not cached (would download from the Hugging Face Hub)"
         )

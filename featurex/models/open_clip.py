@@ -17,7 +17,7 @@ from .._types import ModelFactory
 from ..errors import ConfigError, WeightsUnavailableError, first_line
 from .base import Built, Source, WeightsStatus, import_optional, local_status, seeded, unknown_name
 from .torchvision import identity
-from .weights import check_checkpoint_fits, download_lock, looks_like_path
+from .weights import check_checkpoint_fits, download_lock, hub_cached, looks_like_path
 
 
 def _open_clip() -> Any:
@@ -83,13 +83,10 @@ class OpenClip:
         cfg = _open_clip().get_pretrained_cfg(source.model, source.weights)
         hub = (cfg.get("hf_hub") or "").strip("/")
         if hub:
-            from huggingface_hub import try_to_load_from_cache
-
             repo = "/".join(hub.split("/")[:2])  # "timm/vit_base_patch32_clip_224.openai"
-            for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-                path = try_to_load_from_cache(repo, name)
-                if isinstance(path, str):
-                    return WeightsStatus(source.weights, True, path, f"cached at {path}")
+            path = hub_cached(repo, ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"))
+            if path is not None:
+                return WeightsStatus(source.weights, True, path, f"cached at {path}")
         where = f"the Hugging Face Hub's {hub}" if hub else cfg.get("url")
         return WeightsStatus(source.weights, False, None, f"not cached (would download {where})")
 

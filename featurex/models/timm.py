@@ -15,6 +15,7 @@ from .torchvision import identity
 from .weights import (
     check_checkpoint_fits,
     download_lock,
+    hub_cached,
     load_state,
     looks_like_path,
     read_state_dict,
@@ -87,13 +88,10 @@ class Timm:
         local = local_status(source.weights)
         if local is not None:
             return local
-        from huggingface_hub import try_to_load_from_cache
-
         hub_id = _timm().models.get_pretrained_cfg(source.model).hf_hub_id
-        for name in ("model.safetensors", "pytorch_model.bin"):
-            path = try_to_load_from_cache(hub_id, name) if hub_id else None
-            if isinstance(path, str):
-                return WeightsStatus(source.model, True, path, f"cached at {path}")
+        path = hub_cached(hub_id, ("model.safetensors", "pytorch_model.bin")) if hub_id else None
+        if path is not None:
+            return WeightsStatus(source.model, True, path, f"cached at {path}")
         where = f"the Hugging Face Hub's {hub_id}" if hub_id else "its URL"
         return WeightsStatus(source.model, False, None, f"not cached (would download {where})")
 

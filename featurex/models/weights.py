@@ -50,6 +50,18 @@ def folder_version(path: str) -> str:
     return f"{path}@{digest.hexdigest()[:16]}"
 
 
+def hub_cached(repo: str, names: tuple[str, ...], revision: str | None = None) -> str | None:
+    """The path of the first of `names` that the Hugging Face cache holds for `repo`, or None
+    (looks only: nothing is downloaded)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in names:
+        path = try_to_load_from_cache(repo, name, revision=revision)
+        if isinstance(path, str):  # not None, and not the "known missing" sentinel
+            return path
+    return None
+
+
 @contextlib.contextmanager
 def download_lock(what: str) -> Iterator[None]:
     """An inter-process lock for one download, so that the Python workers of a machine that
