@@ -45,7 +45,14 @@ def save_tiny_dinov2(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                           intermediate_size=37, image_size=32, patch_size=8)  # fmt: skip
-    Dinov2Model(config).save_pretrained(folder)
+    model = Dinov2Model(config)
+    with torch.no_grad():  # trained-like: the init has unit layer scales and zero biases
+        for layer in model.modules():
+            if hasattr(layer, "lambda1"):
+                layer.lambda1.uniform_(0.05, 2.0)
+            if isinstance(layer, torch.nn.Linear):
+                layer.bias.normal_(std=0.1)
+    model.save_pretrained(folder)
     BitImageProcessor(
         size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32},
         image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],

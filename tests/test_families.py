@@ -412,8 +412,9 @@ def test_transformers_run_traced_in_fp32_and_eager_with_cast_weights_in_bf16(
 
     from featurex.models.runtime import autocast_dtype
 
-    fp32 = fx.FeatureExtractor(f"hf:{saved['clip']}", device="cpu")
-    assert isinstance(fp32.loaded.module, torch.jit.ScriptModule)
+    for name in ("clip", "dinov2"):  # traced, and the graph passed the check against eager
+        fp32 = fx.FeatureExtractor(f"hf:{saved[name]}", device="cpu")
+        assert isinstance(fp32.loaded.module, torch.jit.ScriptModule)
     if autocast_dtype("bf16", torch.device("cpu")) is None:
         pytest.skip("this CPU has no bf16: the precision runs as fp32")
     bf16 = fx.FeatureExtractor(f"hf:{saved['clip']}", device="cpu", precision="bf16")
@@ -431,6 +432,31 @@ def test_transformers_run_traced_in_fp32_and_eager_with_cast_weights_in_bf16(
     with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
         want = model.get_image_features(pixel_values=pixels).pooler_output.float().numpy()
     assert_close(bf16.extract(IMAGES)[0], want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("swiglu", [False, True])
+def test_folding_dinov2_layer_scales_keeps_the_function(swiglu: bool) -> None:
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    from featurex.models.hf import ImageEmbedder, fold_layer_scales
+
+    torch.manual_seed(0)
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                          intermediate_size=37, image_size=32, patch_size=8,
+                          use_swiglu_ffn=swiglu)  # fmt: skip
+    model = ImageEmbedder(Dinov2Model(config).eval())
+    with torch.no_grad():
+        for layer in model.modules():  # trained-like: the init has unit scales, zero biases
+            if hasattr(layer, "lambda1"):
+                layer.lambda1.uniform_(0.05, 2.0)
+            if isinstance(layer, torch.nn.Linear):
+                layer.bias.normal_()
+        pixels = torch.randn(3, 3, 32, 32)
+        want = model(pixels)
+        fold_layer_scales(model)
+        assert not any(hasattr(m, "lambda1") for m in model.modules())
+        assert_close(model(pixels).numpy(), want.numpy(), rtol=1e-5)
 
 
 def _pil_rgb(data: bytes) -> Any:

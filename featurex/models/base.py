@@ -13,7 +13,7 @@ import contextlib
 import difflib
 import importlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol, cast
@@ -64,6 +64,9 @@ class Built:
     # A module whose direct children the image path may not use (a text tower): the runtime
     # drops those it sees unused, then checks the output did not change.
     prunable: nn.Module | None = None
+    # Rewrites the module in place before tracing, into the same function in a form oneDNN
+    # Graph fuses; the runtime checks the graph against the module as built.
+    trace_rewrite: Callable[[nn.Module], None] | None = None
 
 
 @dataclass(frozen=True)

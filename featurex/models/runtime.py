@@ -265,9 +265,9 @@ def _fuse(
     are compiled for the shape of the first runs, so the graph is run at that batch size only
     (`LoadedModel.graph_batch`): another shape would compile again and hold more memory
     (+100 MB for ResNet-50). The graph executor profiles the first run and fuses at the
-    second: the run checked. Where oneDNN Graph fails on a pattern (DINOv2 in torch 2.14:
-    "vector::_M_range_check"), the frozen graph runs unfused: still 1.2x eager for DINOv2-S
-    (CPU time per image on one thread, measured).
+    second: the run checked. Where oneDNN Graph fails on a pattern (a Linear followed by a
+    per-channel multiply, in torch 2.14: "vector::_M_range_check"), the frozen graph runs
+    unfused; a family's `trace_rewrite` can avoid the pattern (DINOv2's layer scales).
     """
     try:
         with warnings.catch_warnings():
@@ -297,8 +297,11 @@ def load_model(config: ModelSpec, device: str | None = None) -> LoadedModel:
     """
     target = resolve_device(device or config.device)
     dtype = autocast_dtype(config.precision, target)
-    module, transform, optimize = _eager(config, dtype)
-    module = _for_inference(module, target)
+    built = _eager(config)
+    module, transform = _for_inference(built.module, target), built.transform
+    optimize = built.optimize and (dtype is None or built.optimize_reduced)
+    rewrite = built.trace_rewrite
+    del built  # `module` holds the only reference, freed below before the fusion compiles
     example = _example_batch(transform).to(target)
     if config.optimize is not None:
         optimize = config.optimize
@@ -310,12 +313,14 @@ def load_model(config: ModelSpec, device: str | None = None) -> LoadedModel:
             module, optimize = quantized, False
         else:  # run fp32; quantizing may have left the eager model changed: build it again
             del module
-            module = _for_inference(_eager(config, dtype)[0], target)
+            module = _for_inference(_eager(config).module, target)
     if optimize and target.type == "cpu":
         # A frozen CPU graph is compiled for one batch size: checked at it, run at it.
         batch_size = config.batch_size or default_batch_size(target)
         batch = _repeat_to(example, batch_size)
         out = forward(module, batch, dtype)  # eager: the reference for the check
+        if rewrite is not None:  # checked with the graph: `out` is the model as built
+            rewrite(module)
         graph = _freeze(module, example, dtype, batch_size)
         if graph is not None:
             # Free the eager weights before the fusion compiles its own copies: a lower load
@@ -329,7 +334,7 @@ def load_model(config: ModelSpec, device: str | None = None) -> LoadedModel:
             del graph
             if not fused:  # rare: build the eager model again
                 gc.collect()
-                module = _for_inference(_eager(config, dtype)[0], target)
+                module = _for_inference(_eager(config).module, target)
     else:
         out = forward(module, example, dtype)
     if graph_batch is None and dtype is not None and target.type == "cpu":
@@ -354,14 +359,13 @@ def _build(config: ModelSpec) -> Built:
     return built
 
 
-def _eager(config: ModelSpec, dtype: torch.dtype | None) -> tuple[nn.Module, Transform, bool]:
-    """The eager model on the CPU, pruned of what its image path does not run, its
-    preprocessing, and whether the family optimizes it by default at this precision."""
+def _eager(config: ModelSpec) -> Built:
+    """The family's model in eval mode on the CPU, pruned of what its image path does not run."""
     built = _build(config)
-    module, transform = built.module.eval(), built.transform
+    built.module.eval()
     if built.prunable is not None:
-        _drop_unused(module, built.prunable, _example_batch(transform))
-    return module, transform, built.optimize and (dtype is None or built.optimize_reduced)
+        _drop_unused(built.module, built.prunable, _example_batch(built.transform))
+    return built
 
 
 def _int8(module: nn.Module, transform: Transform, calibration: str | None) -> nn.Module | None:
