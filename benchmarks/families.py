@@ -64,11 +64,13 @@ def save_model(name: str, folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def reference(folder: Path, images: list[bytes]) -> np.ndarray:
-    """transformers by hand, fp32: the processor, then get_image_features or pooler_output."""
+def reference(folder: Path, images: list[bytes]) -> tuple[np.ndarray, float]:
+    """transformers by hand, fp32: the processor, then get_image_features or pooler_output;
+    and the forward pass's GFLOP per image (torch's FLOP counter: the matrix products)."""
     import io
 
     from PIL import Image
+    from torch.utils.flop_counter import FlopCounterMode
     from transformers import AutoImageProcessor, AutoModel
 
     processor = AutoImageProcessor.from_pretrained(folder)
@@ -76,22 +78,52 @@ def reference(folder: Path, images: list[bytes]) -> np.ndarray:
     pixels = processor(
         images=[Image.open(io.BytesIO(b)).convert("RGB") for b in images], return_tensors="pt"
     )["pixel_values"]
-    with torch.inference_mode():
+    with torch.inference_mode(), FlopCounterMode(display=False) as flops:
         if hasattr(model, "get_image_features"):
             out = model.get_image_features(pixel_values=pixels)
         else:
             out = model(pixel_values=pixels)
-    return (out if isinstance(out, torch.Tensor) else out.pooler_output).numpy()
+    features = (out if isinstance(out, torch.Tensor) else out.pooler_output).numpy()
+    return features, flops.get_total_flops() / 1e9 / len(images)
 
 
-def load_seconds(model: str, precision: str) -> float:
-    """featurex's load in this process, on one thread: what a worker pays once."""
+def one_core(model: str, precision: str, images: list[bytes], runs: int = 5) -> dict[str, float]:
+    """featurex in this process on one thread, as each worker runs it: the load it pays once,
+    and its forward pass's CPU time per image (median of `runs` batches of real images)."""
+    import io
+
+    from PIL import Image
+
     import featurex as fx
+    from featurex.models.runtime import forward
 
     torch.set_num_threads(1)
     start = time.perf_counter()
-    fx.FeatureExtractor(model, device="cpu", precision=precision).dim  # noqa: B018
-    return time.perf_counter() - start
+    loaded = fx.FeatureExtractor(model, device="cpu", precision=precision).loaded
+    load_s = time.perf_counter() - start
+    rows = loaded.graph_batch or 4  # featurex's CPU batch size
+    pixels = [loaded.transform(Image.open(io.BytesIO(b)).convert("RGB")) for b in images]
+    batch = torch.stack((pixels * rows)[:rows])
+    times = []
+    for _ in range(runs + 2):
+        start = time.process_time()
+        forward(loaded.module, batch, loaded.autocast_dtype)
+        times.append((time.process_time() - start) * 1000 / rows)
+    return {"load_s": load_s, "forward_ms": float(np.median(times[2:]))}
+
+
+def matmul_peak(precision: str) -> float:
+    """One core's GFLOP/s on a ViT-B MLP product (788 x 768 by 768 x 3072): the speed the
+    forward pass's matrix products can reach at best."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    torch.set_num_threads(1)
+    x, weight = torch.randn(788, 768, dtype=dtype), torch.randn(3072, 768, dtype=dtype)
+    times = []
+    for _ in range(17):
+        start = time.perf_counter()
+        torch.nn.functional.linear(x, weight)
+        times.append(time.perf_counter() - start)
+    return 2 * 788 * 768 * 3072 / float(np.median(times[2:])) / 1e9
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -138,10 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     precisions = [p for p in args.precisions.split(",") if p]
     entries = [(m, p, v) for m in args.model_list for p in precisions for v in VARIANTS]
     folders = {m: save_model(m, args.data / "models" / m) for m in args.model_list}
-    references = {m: reference(folders[m], subset) for m in args.model_list}
-    loads = {
-        (m, p): load_seconds(f"hf:{folders[m]}", p) for m in args.model_list for p in precisions
-    }
+    references, gflop = {}, {}
+    for m in args.model_list:
+        references[m], gflop[m] = reference(folders[m], subset)
+    peaks = {p: matmul_peak(p) for p in precisions}
+    singles = {
+        (m, p): {**one_core(f"hf:{folders[m]}", p, subset), "gflop": gflop[m],
+                 "matmul_peak_gflops": peaks[p], "bound_ms": gflop[m] / peaks[p] * 1000}
+        for m in args.model_list
+        for p in precisions
+    }  # fmt: skip
     base = {"images": str(images), "repeats": args.repeats, "cores": args.cores,
             "partitions": 4 * args.cores, "subset": args.subset, "seed": 0,
             "batch_size": args.batch_size}  # fmt: skip
@@ -172,13 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         row["max_rel_dev"], row["min_cosine"] = deviation(
             row.pop("subset_features"), references[model]
         )
-        row.update(model=model, precision=precision, variant=variant,
-                   load_s=loads[model, precision] if variant == "featurex" else None)  # fmt: skip
+        load_s = singles[model, precision]["load_s"] if variant == "featurex" else None
+        row.update(model=model, precision=precision, variant=variant, load_s=load_s)
         rows.append(row)
     command = "python -m benchmarks.families " + shlex.join(sys.argv[1:] if argv is None else argv)
     info = {**machine(args.cores), "command": command, "images": args.images,
             "rounds": args.rounds, "repeats": args.repeats}  # fmt: skip
-    results = {"machine": info, "rows": rows, "failed": failed}
+    one = [{"model": m, "precision": p, **v} for (m, p), v in singles.items()]
+    results = {"machine": info, "rows": rows, "one_core": one, "failed": failed}
     (args.out / "families.json").write_text(json.dumps(results, indent=1, default=float))
     (args.out / "families.md").write_text(markdown(results))
     print(markdown(results), flush=True)
@@ -210,6 +249,22 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {MODELS[model]} | {precision} | {variant} | {row['images_per_s']:.2f}{spread} "
             f"| {ratio} | {row['peak_worker_rss_mb']:.0f} / {row['peak_worker_anon_mb']:.0f} "
             f"| {load} | {row['max_rel_dev']:.1e} | {row['min_cosine']:.5f} |"
+        )
+    lines += [
+        "",
+        "One core, featurex's forward pass as a worker runs it (CPU time per image, batch 4, "
+        "median of 5), against the bound its matrix products set: the model's GFLOP per image "
+        "at this core's GFLOP/s on a ViT-B MLP product.",
+        "",
+        "| model | precision | GFLOP/img | matmul GFLOP/s | bound ms/img | forward ms/img "
+        "| share of the bound |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for one in results.get("one_core", []):
+        lines.append(
+            f"| {MODELS[one['model']]} | {one['precision']} | {one['gflop']:.1f} "
+            f"| {one['matmul_peak_gflops']:.0f} | {one['bound_ms']:.0f} | {one['forward_ms']:.0f} "
+            f"| {one['bound_ms'] / one['forward_ms']:.0%} |"
         )
     for failure in results["failed"]:
         lines.append(f"\nFAILED {failure['entry']} (round {failure['round']}): {failure['error']}")

@@ -434,18 +434,21 @@ def test_transformers_run_traced_in_fp32_and_eager_with_cast_weights_in_bf16(
     assert_close(bf16.extract(IMAGES)[0], want, rtol=1e-6)
 
 
-@pytest.mark.parametrize("swiglu", [False, True])
-def test_folding_dinov2_layer_scales_keeps_the_function(swiglu: bool) -> None:
+@pytest.mark.parametrize(
+    ("family", "swiglu"), [("Dinov2", False), ("Dinov2", True), ("Dinov2WithRegisters", False)]
+)
+def test_folding_dinov2_layer_scales_keeps_the_function(family: str, swiglu: bool) -> None:
     import torch
-    from transformers import Dinov2Config, Dinov2Model
+    import transformers
 
     from featurex.models.hf import ImageEmbedder, fold_layer_scales
 
     torch.manual_seed(0)
-    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                          intermediate_size=37, image_size=32, patch_size=8,
-                          use_swiglu_ffn=swiglu)  # fmt: skip
-    model = ImageEmbedder(Dinov2Model(config).eval())
+    config = getattr(transformers, f"{family}Config")(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+        image_size=32, patch_size=8, use_swiglu_ffn=swiglu,
+    )  # fmt: skip
+    model = ImageEmbedder(getattr(transformers, f"{family}Model")(config).eval())
     with torch.no_grad():
         for layer in model.modules():  # trained-like: the init has unit scales, zero biases
             if hasattr(layer, "lambda1"):
