@@ -323,24 +323,36 @@ def _ceiling(args: argparse.Namespace, rows: list[dict[str, Any]], logs: Path) -
         return {}
     print("  ceiling ...", end=" ", flush=True)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "ceiling.json"
-        cmd = [sys.executable, "-m", "benchmarks.ceiling", "--images", str(args.ceiling_images),
-               "--model", args.model, "--precisions", ",".join(precisions), "--rounds", "2",
-               "--cores", str(args.cores), "--data", str(args.data),
-               "--json", str(out)]  # fmt: skip
-        with open(logs / "ceiling.log", "w") as log:
-            done = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=_env())
-        if done.returncode != 0:
-            print(f"FAILED (log {logs / 'ceiling.log'})", flush=True)
-            return {}
-        ceiling: dict[str, Any] = json.loads(out.read_text())
+    try:
+        ceiling = run_ceiling(args.model, precisions, args.cores, args.ceiling_images,
+                              args.data, logs / "ceiling.log")  # fmt: skip
+    except RuntimeError as exc:
+        print(f"FAILED ({exc})", flush=True)
+        return {}
     print(f"done ({_took(start)})", flush=True)
     for row in rows:
         bound = ceiling.get(PRECISION_OF.get(row["variant"], ""), {}).get("bound_images_per_s")
         if bound:
             row["share_of_ceiling"] = row["images_per_s"] / bound
     return ceiling
+
+
+def run_ceiling(
+    model: str, precisions: list[str], cores: int, images: int, data: Path, log: Path
+) -> dict[str, Any]:
+    """`python -m benchmarks.ceiling`'s figures, from a child process: it pins itself to one
+    core, which a Spark session started from this process would inherit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "ceiling.json"
+        cmd = [sys.executable, "-m", "benchmarks.ceiling", "--images", str(images),
+               "--model", model, "--precisions", ",".join(precisions), "--rounds", "2",
+               "--cores", str(cores), "--data", str(data), "--json", str(out)]  # fmt: skip
+        with open(log, "w") as file:
+            done = subprocess.run(cmd, cwd=ROOT, stdout=file, stderr=subprocess.STDOUT, env=_env())
+        if done.returncode != 0:
+            raise RuntimeError(f"benchmarks.ceiling failed: log {log}")
+        figures: dict[str, Any] = json.loads(out.read_text())
+        return figures
 
 
 def merge_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:

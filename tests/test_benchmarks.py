@@ -19,6 +19,8 @@ from featurex.models import default_batch_size
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.ceiling import per_image_ms  # noqa: E402
+from benchmarks.costs import fit  # noqa: E402
+from benchmarks.costs import markdown as costs_markdown  # noqa: E402
 from benchmarks.images import MAX_SIDE, MIN_SIDE, make_image, make_images, photo_paths  # noqa: E402
 from benchmarks.resume import fabricate, resume_phases, tiny_jpegs  # noqa: E402
 from benchmarks.run import _rate_cell, markdown, merge_rounds  # noqa: E402
@@ -126,6 +128,27 @@ def test_ceiling_reports_decode_and_forward_costs_per_image(tmp_path: Path) -> N
     cmd = [sys.executable, "-m", "benchmarks.ceiling", "--rounds", "0"]
     bad = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "must be positive" in bad.stderr
+
+
+def test_job_costs_split_into_a_fixed_cost_and_a_cost_per_image() -> None:
+    sizes = [64, 128, 256, 512]
+    fixed, per_image = fit(sizes, [0.1 + 0.015 * n for n in sizes])
+    assert fixed == pytest.approx(0.1) and per_image == pytest.approx(0.015)
+    rows = [{"udf": "no-op UDF", "sizes": sizes, "seconds": [0.2, 0.3, 0.4, 0.5],
+             "fixed_ms": 100.0, "per_image_ms": 0.5},
+            {"udf": "featurex int8", "sizes": sizes, "seconds": [1.0, 2.0, 4.0, 8.0],
+             "fixed_ms": 40.0, "per_image_ms": 16.0}]  # fmt: skip
+    results = {"machine": {"command": "c", "date": "d", "cpu": "cpu", "cores_used": 2,
+                           "model": "resnet50", "precision": "int8", "rounds": 3},
+               "ceiling": {"decode_ms": 3.0, "forward_ms": 21.0, "bound_ms_per_image": 12.0},
+               "rows": rows}  # fmt: skip
+    text = costs_markdown(results)
+    assert "12.00 ms of wall time per image on 2 cores (83.3 images/s)" in text
+    assert "| featurex int8 | 1.000 | 2.000 | 4.000 | 8.000 | 40 | 16.00 | 62.5 | 75% |" in text
+    assert "| no-op UDF | 0.200 | 0.300 | 0.400 | 0.500 | 100 | 0.50 | 2000.0 | - |" in text
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.costs", "--sizes", "64,100"],
+                         cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "multiples of 32" in bad.stderr
 
 
 def test_resume_benchmark_times_the_real_resume_steps(spark: object, tmp_path: Path) -> None:
