@@ -9,9 +9,10 @@ noop sink, median of `--rounds`) for two UDFs over the same `content` column:
 - a no-op scalar-iterator pandas UDF that returns a zero vector of the same size per image:
   what Spark, Arrow and the Python worker cost with no decode and no model;
 - featurex at `--precision` (ResNet-50, seeded random weights, as `benchmarks.run`).
-A least-squares line `seconds = fixed + per_image * images` is fitted to each; the featurex
-line's per-image cost is compared with `benchmarks.ceiling`'s bound, run in the same process
-before the Spark jobs (64 images, one pinned core). Figures go to
+A least-squares line `seconds = fixed + per_image * images` is fitted to each. Partitions
+grow with the jobs, so each task's own cost counts in the cost per image. The featurex line's
+cost per image is compared with `benchmarks.ceiling`'s bound, run first in a child process
+(64 images, one pinned core). Figures go to
 benchmarks/results/costs.json and costs.md.
 """
 
@@ -107,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"udf": name, "sizes": args.size_list, "seconds": seconds,
                      "fixed_ms": fixed * 1e3, "per_image_ms": per_image * 1e3})  # fmt: skip
     spark.stop()
-    command = shlex.join(["python", "-m", "benchmarks.costs", *(argv or sys.argv[1:])])
+    command = shlex.join(
+        ["python", "-m", "benchmarks.costs", *(sys.argv[1:] if argv is None else argv)]
+    )
     info = {**machine(args.cores), "command": command,
             "precision": args.precision, "model": args.model, "rounds": args.rounds}  # fmt: skip
     results = {"machine": info, "ceiling": {**ceiling, "bound_ms_per_image": bound_ms},

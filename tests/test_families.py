@@ -460,6 +460,27 @@ def test_folding_dinov2_layer_scales_keeps_the_function(family: str, swiglu: boo
         fold_layer_scales(model)
         assert not any(hasattr(m, "lambda1") for m in model.modules())
         assert_close(model(pixels).numpy(), want.numpy(), rtol=1e-5)
+        fold_layer_scales(model)  # a second time: nothing left to fold
+        assert_close(model(pixels).numpy(), want.numpy(), rtol=1e-5)
+
+
+def test_a_rewrite_that_fails_halfway_leaves_the_model_as_built(
+    saved: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    import featurex.models.hf as hf
+
+    def halfway(module: torch.nn.Module) -> None:
+        linear = next(m for m in module.modules() if isinstance(m, torch.nn.Linear))
+        with torch.no_grad():
+            linear.weight.mul_(3.0)
+        raise RuntimeError("an unknown layout")
+
+    monkeypatch.setattr(hf, "fold_layer_scales", halfway)
+    extractor = fx.FeatureExtractor(f"hf:{saved['dinov2']}", device="cpu", seed=11)
+    assert isinstance(extractor.loaded.module, torch.jit.ScriptModule)  # traced, unfolded
+    assert_close(extractor.extract(IMAGES)[0], hf_reference(saved["dinov2"], IMAGES))
 
 
 def _pil_rgb(data: bytes) -> Any:

@@ -319,8 +319,14 @@ def load_model(config: ModelSpec, device: str | None = None) -> LoadedModel:
         batch_size = config.batch_size or default_batch_size(target)
         batch = _repeat_to(example, batch_size)
         out = forward(module, batch, dtype)  # eager: the reference for the check
-        if rewrite is not None:  # checked with the graph: `out` is the model as built
-            rewrite(module)
+        if rewrite is not None:
+            # Checked with the graph, against `out` (the model as built). Where tracing then
+            # fails, the rewritten module runs eager: the same function, unchecked here.
+            try:
+                rewrite(module)
+            except Exception as exc:  # it may have stopped halfway: trace the model as built
+                log.info("featurex could not rewrite the model for tracing (%s)", first_line(exc))
+                module = _for_inference(_eager(config).module, target)
         graph = _freeze(module, example, dtype, batch_size)
         if graph is not None:
             # Free the eager weights before the fusion compiles its own copies: a lower load
