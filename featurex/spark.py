@@ -163,19 +163,26 @@ def _stream(
 ) -> Iterator[tuple[pd.Series, list[str | None]]]:
     """Runs in the Python worker: Arrow batches in, Series of float32 arrays out.
 
-    The model is loaded once a first batch has arrived and its type is checked: an empty
-    partition loads nothing, and a wrong column fails in milliseconds, not after a load.
+    The model is loaded once a batch with a value has arrived and its type is checked: an
+    empty partition loads nothing, and a wrong column fails in milliseconds, not after a load
+    (a partition of nulls only still loads it, to give each row its reason).
     """
     items: Iterator[tuple[list[object], list[str | None]]] = (
         (_items(b[0], input_type), b[1].tolist()) if named else (_items(b, input_type), [])
         for b in batches
     )
-    first = next(items, None)
-    if first is None:
-        return
+    # Hold batches until one has a value, whose type `_items` checks: an empty batch (or one
+    # of nulls) says nothing about the column's type.
+    leading = []
+    for item in items:
+        leading.append(item)
+        if any(value is not None for value in item[0]):
+            break
+    if not any(inputs for inputs, _ in leading):
+        return  # no rows: nothing to load
     extractor = FeatureExtractor.from_config(config, _task_device(config))
     _load_and_settle(extractor)
-    stream = itertools.chain([first], items)
+    stream = itertools.chain(leading, items)
     if named:  # the engine reads inputs and names in lockstep: the tee holds one pair
         left, right = itertools.tee(stream)
         results = extractor.extract_batches((i for i, _ in left), (n for _, n in right))

@@ -56,6 +56,15 @@ def test_a_model_is_loaded_only_for_rows_after_their_type_is_checked(
     with pytest.raises(Exception, match=r"expects binary image bytes .* holds string"):
         paths.select(bytes_only).collect()
     assert factory.builds() == []
+    # So does one whose first Arrow batch holds only a null: the type shows in the next.
+    late = spark.createDataFrame([(None,), ("/data/a.jpg",)], "content string").coalesce(1)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1")
+    try:
+        with pytest.raises(Exception, match=r"expects binary image bytes .* holds string"):
+            late.select(bytes_only).collect()
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    assert factory.builds() == []
     # Rows do load it: the log records builds.
     assert len(files.limit(2).select(col).collect()) == 2
     assert factory.builds() != []
