@@ -302,6 +302,10 @@ def load_model(config: ModelSpec, device: str | None = None) -> LoadedModel:
     optimize = built.optimize and (dtype is None or built.optimize_reduced)
     rewrite = built.trace_rewrite
     del built  # `module` holds the only reference, freed below before the fusion compiles
+
+    def rebuilt() -> nn.Module:  # the eager model again, where a step may have changed it
+        return _for_inference(_eager(config).module, target)
+
     example = _example_batch(transform).to(target)
     if config.optimize is not None:
         optimize = config.optimize
@@ -313,7 +317,7 @@ def load_model(config: ModelSpec, device: str | None = None) -> LoadedModel:
             module, optimize = quantized, False
         else:  # run fp32; quantizing may have left the eager model changed: build it again
             del module
-            module = _for_inference(_eager(config).module, target)
+            module = rebuilt()
     if optimize and target.type == "cpu":
         # A frozen CPU graph is compiled for one batch size: checked at it, run at it.
         batch_size = config.batch_size or default_batch_size(target)
@@ -326,7 +330,7 @@ def load_model(config: ModelSpec, device: str | None = None) -> LoadedModel:
                 rewrite(module)
             except Exception as exc:  # it may have stopped halfway: trace the model as built
                 log.info("featurex could not rewrite the model for tracing (%s)", first_line(exc))
-                module = _for_inference(_eager(config).module, target)
+                module = rebuilt()
         graph = _freeze(module, example, dtype, batch_size)
         if graph is not None:
             # Free the eager weights before the fusion compiles its own copies: a lower load
@@ -340,7 +344,7 @@ def load_model(config: ModelSpec, device: str | None = None) -> LoadedModel:
             del graph
             if not fused:  # rare: build the eager model again
                 gc.collect()
-                module = _for_inference(_eager(config).module, target)
+                module = rebuilt()
     else:
         out = forward(module, example, dtype)
     if graph_batch is None and dtype is not None and target.type == "cpu":
