@@ -11,8 +11,10 @@ if TYPE_CHECKING:
 
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
 OnError = Literal["null", "raise"]
+Decode = Literal["auto", "cpu", "gpu"]
 ModelFactory = Callable[[], "torch.nn.Module"]
 Transform = Callable[["Image.Image"], "torch.Tensor"]
 
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 ON_ERRORS: tuple[str, ...] = get_args(OnError)
+DECODES: tuple[str, ...] = get_args(Decode)

@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from . import models
-from ._types import ON_ERRORS, PRECISIONS, ModelFactory, OnError, Precision, Transform
+from ._types import (
+    DECODES,
+    ON_ERRORS,
+    PRECISIONS,
+    Decode,
+    ModelFactory,
+    OnError,
+    Precision,
+    Transform,
+)
 from .errors import ConfigError
 from .models.weights import folder_version, looks_like_path
 
@@ -75,6 +84,13 @@ class ExtractorConfig:
     precision: Precision = "fp32"  # "int8": quantized on the CPU (calibrated, checked)
     calibration: str | None = None  # int8: a folder of images to calibrate on; None = built in
     decode_threads: int | None = None  # None = the device's default
+    # Where images are decoded and preprocessed: "gpu" decodes JPEGs with nvJPEG and
+    # preprocesses on the model's GPU (other formats, and JPEGs nvJPEG refuses, with Pillow);
+    # "auto" does so when the model runs on CUDA and torchvision can decode there.
+    decode: Decode = "auto"
+    # Path inputs: how many files are read at once, ahead of decoding (object storage answers
+    # each read after tens of milliseconds). None = 16.
+    read_ahead: int | None = None
     # What comes out.
     normalize: bool = False  # L2-normalized rows: cosine-ready, what vector stores expect
     # Bad input.
@@ -100,6 +116,7 @@ class ExtractorConfig:
     def __post_init__(self) -> None:
         _check_positive("batch_size", self.batch_size, optional=True)
         _check_positive("decode_threads", self.decode_threads, optional=True)
+        _check_positive("read_ahead", self.read_ahead, optional=True)
         _check_positive("max_pixels", self.max_pixels)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an int, got {self.seed!r}")
@@ -114,6 +131,15 @@ class ExtractorConfig:
         if self.on_error not in ON_ERRORS:
             raise ConfigError(
                 f"unknown on_error {self.on_error!r}: expected one of {_choices(ON_ERRORS)}"
+            )
+        if self.decode not in DECODES:
+            raise ConfigError(
+                f"unknown decode {self.decode!r}: expected one of {_choices(DECODES)}"
+            )
+        if self.decode == "gpu" and self.device == "cpu":
+            raise ConfigError(
+                "decode='gpu' decodes on the GPU the model runs on, but device='cpu': pass "
+                "device='cuda' (or 'auto' on GPU workers), or decode='auto' or 'cpu'"
             )
         for flag in ("fast_decode", "optimize", "trust_checkpoint", "normalize"):
             value = getattr(self, flag)
@@ -213,6 +239,7 @@ class ExtractorConfig:
             "normalize": self.normalize,
             "on_error": self.on_error,
             "fast_decode": self.fast_decode,
+            "decode": self.decode,
             "optimize": self.optimize,
         }
 

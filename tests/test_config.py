@@ -31,6 +31,9 @@ from featurex.errors import ConfigError
         ({"on_error": "skip"}, r"unknown on_error 'skip': expected one of 'null', 'raise'"),
         ({"max_pixels": 0}, r"max_pixels must be a positive int"),
         ({"decode_threads": 0}, r"decode_threads must be a positive int"),
+        ({"read_ahead": 0}, r"read_ahead must be a positive int"),
+        ({"decode": "nvjpeg"}, r"unknown decode 'nvjpeg': expected one of 'auto', 'cpu', 'gpu'"),
+        ({"decode": "gpu", "device": "cpu"}, r"decode='gpu' decodes on the GPU the model runs on, but device='cpu'.*decode='auto' or 'cpu'"),
     ],
 )  # fmt: skip
 def test_bad_arguments_fail_at_call_time(kwargs: dict[str, object], message: str) -> None:
