@@ -4,8 +4,9 @@
     python -m benchmarks.ceiling --images 64 --precisions fp32
 
 For each precision, on one core (pinned, one torch thread, as in a Spark Python worker):
-milliseconds per image for decode + preprocessing (featurex's `prepare`) and for the forward
-pass (featurex's loaded model at its default batch size, on the decoded tensors). Their sum
+milliseconds per image for decode + preprocessing (featurex's `prepare`, and the batch's
+`normalize`) and for the forward pass (featurex's loaded model at its default batch size, on
+the decoded tensors). Their sum
 bounds what `--cores` Spark workers can reach, with no Spark, Arrow or thread overhead at all:
 `cores * 1000 / (decode + forward)` images/s. Compare it with the featurex rows of
 `python -m benchmarks.run`.
@@ -29,30 +30,26 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def per_image_ms(images: list[bytes], precision: str, model: str, rounds: int) -> dict[str, float]:
     from featurex.config import ExtractorConfig
-    from featurex.decode import prepare
+    from featurex.decode import normalize, prepare
     from featurex.extractor import FeatureExtractor
 
     config = ExtractorConfig(model=model, weights=None, device="cpu", precision=precision)  # type: ignore[arg-type]
     engine = FeatureExtractor.from_config(config)
     loaded, batch = engine.loaded, engine.batch_size
+    how, _ = engine.decoding(loaded)  # as the engine decodes (fast_decode on for int8)
     decode, forward = [], []
     for round_ in range(rounds):
         start = time.perf_counter()
-        prepared = [
-            prepare(
-                data,
-                loaded.transform,
-                config.max_pixels,
-                loaded.resize_size,
-                fast_decode=bool(config.fast_decode),  # as the engine decodes (on for int8)
-            )
-            for data in images
-        ]
+        prepared = [prepare(data, how) for data in images]
+        tensors = [t for t, _ in prepared]
+        stacked = torch.stack(tensors)  # type: ignore[arg-type]
+        if loaded.preprocessing is not None:  # uint8 crops: normalized per batch
+            stacked = normalize(stacked, loaded.preprocessing)
+        stacked = stacked.contiguous(memory_format=torch.channels_last)
         decode.append((time.perf_counter() - start) * 1e3 / len(images))
         failed = [reason for _, reason in prepared if reason is not None]
         if failed:
             raise ValueError(f"{len(failed)} benchmark images did not decode: {failed[0]}")
-        stacked = torch.stack([t for t, _ in prepared])  # type: ignore[misc]
         for _ in range(3 if round_ == 0 else 1):  # the graph executor profiles its first runs
             engine._forward(loaded, stacked[:batch])
         start = time.perf_counter()

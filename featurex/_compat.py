@@ -52,6 +52,21 @@ def require_pyspark(what: str) -> None:
         raise missing_pyspark(what, exc) from None
 
 
+def has_arrow_udfs() -> bool:
+    """Whether pyspark runs Arrow UDFs (`pyspark.sql.functions.arrow_udf`, pyspark 4.1+).
+
+    Then featurex's UDF takes and returns Arrow arrays, and the features go back as one Arrow
+    array over the feature matrix's buffer. A pandas UDF's return value is converted row by
+    row, on pyspark 3.5 and 4.x alike (each row's array becomes a Python list before pyarrow
+    sees it), so that is the path where Arrow UDFs are missing.
+    """
+    try:
+        from pyspark.sql.pandas.functions import arrow_udf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def is_column(value: object) -> bool:
     """Whether `value` is a pyspark Column, classic or Spark Connect.
 

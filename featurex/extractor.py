@@ -1,11 +1,19 @@
 """`FeatureExtractor`: images in, (n, D) float32 out. Pure PyTorch, no Spark.
 
 An input is encoded image bytes, a path or URI, a `PixelRecord` (decoded pixels) or None.
+Inputs arrive as a stream of batches (Spark's Arrow batches, or one list) and go through
+stages, each bounded in what it holds:
 
-Inputs arrive as a stream of batches (Spark's Arrow batches, or one list). Decoding runs on a
-small thread pool a window ahead of inference; decoded tensors are re-chunked into inference
-batches of exactly `batch_size`, across input batch boundaries; each input batch comes back
-complete, in order, with the same length: features, or a NaN row plus a reason.
+    read        paths -> bytes, `read_ahead` reads in flight (I/O threads)
+    host        check, then the Pillow path -> a preprocessed tensor, or for the GPU decoder
+                the checked JPEG bytes (decode threads, a window ahead of the loop)
+    gpu decode  JPEG bytes -> nvJPEG in batches -> resized, cropped on the GPU (this thread)
+    batch       re-chunked into inference batches of exactly `batch_size` across input
+                batches; normalized on the model's device in one op per batch
+    forward     the model; on a GPU one batch stays in flight while the next is prepared,
+                and its features come back through pinned memory (the only synchronize)
+    return      each input batch complete, in order, with its length: features, or a NaN
+                row plus a reason
 """
 
 from __future__ import annotations
@@ -14,7 +22,8 @@ import logging
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import repeat
 from typing import Any
@@ -23,9 +32,12 @@ import numpy as np
 import torch
 
 from ._cache import MODELS
+from ._threads import one_openmp_thread
 from ._types import ModelFactory
 from .config import ExtractorConfig, with_config_options
-from .decode import prepare
+from .decode import Decoding, Encoded, normalize, prepare, read_path
+from .decode import gpu as gpu_decode
+from .decode.header import DecodeError
 from .errors import ImageError
 from .models import (
     LoadedModel,
@@ -33,12 +45,14 @@ from .models import (
     default_decode_threads,
     forward,
     load_model,
+    warn_once,
 )
 
 log = logging.getLogger(__name__)
 
 Features = np.ndarray  # (n, D) float32, NaN rows where an input failed
 Errors = list[str | None]
+DEFAULT_READ_AHEAD = 16
 
 
 @dataclass
@@ -54,6 +68,10 @@ class _Pending:
         self.errors = [None] * self.size
 
 
+Row = tuple[_Pending, int]  # an input batch and the row's index in it
+Entry = tuple[Row, object, str]  # a row, its input, its name for errors
+
+
 class FeatureExtractor:
     """The featurex engine without Spark.
 
@@ -62,6 +80,10 @@ class FeatureExtractor:
     >>> features.shape, errors[1] is not None
     ((3, 512), True)
     """
+
+    # Where the GPU decoder runs when not on the model's GPU: the tests set the CPU, where
+    # torchvision decodes the same batches, to run the GPU path without a GPU.
+    _decoder_device: torch.device | None = None
 
     @with_config_options
     def __init__(
@@ -128,127 +150,321 @@ class FeatureExtractor:
         raised with on_error="raise"; a path input is its own name.
         """
         loaded = self.loaded  # one cache lookup per stream (a Spark task)
-        batch_size = self._batch_size(loaded)
-        threads = self.config.decode_threads or default_decode_threads(loaded.device)
-        # Decode at most this far ahead: bounds memory whatever the input batch size.
-        window = batch_size + 2 * threads
-        work = partial(
-            prepare,
-            transform=loaded.transform,
-            max_pixels=self.config.max_pixels,
-            resize_size=loaded.resize_size,
-            fast_decode=bool(self.config.fast_decode),
-        )
-        labels: Iterable[Sequence[str | None] | None] = repeat(None) if names is None else names
+        with _Stream(self, loaded) as stream:
+            yield from stream.run(batches, names)
 
-        open_batches: deque[_Pending] = deque()
-        inflight: deque[tuple[_Pending, int, str, Future[tuple[object, str | None]]]] = deque()
-        chunk: list[tuple[_Pending, int, torch.Tensor]] = []
+    def decoding(self, loaded: LoadedModel) -> tuple[Decoding, gpu_decode.GpuDecoder | None]:
+        """How this stream decodes: the host side's settings, and the GPU decoder where JPEGs
+        go to one (`decode="auto"` with the model on CUDA, or `"gpu"`)."""
+        config, pre = self.config, loaded.preprocessing
+        device = self._decoder_device or loaded.device
+        host = Decoding(loaded.transform, pre, config.max_pixels, bool(config.fast_decode))
+        if config.decode == "cpu":
+            return host, None
+        if device.type != "cuda" and self._decoder_device is None:
+            if config.decode == "gpu":
+                raise RuntimeError(
+                    f"decode='gpu' but the model runs on {device} (no CUDA device in this "
+                    f"process): use decode='auto' or 'cpu', or run on GPU workers"
+                )
+            return host, None
+        if pre is None:
+            warn_once(
+                "the model's transform is not one featurex can run on tensors (a transform= "
+                "of your own?): images are decoded and preprocessed on the CPU"
+            )
+            return host, None
+        if device.type == "cuda" and not gpu_decode.available(device):
+            if config.decode == "gpu":
+                raise RuntimeError(
+                    f"decode='gpu' but torchvision cannot decode JPEGs on {device} (a build "
+                    f"without nvJPEG?): use decode='auto' or 'cpu'"
+                )
+            return host, None
 
-        def inputs() -> Iterator[tuple[_Pending, int, object, str]]:
-            row = 0
-            for batch, batch_names in zip(batches, labels, strict=False):
-                pending = _Pending(len(batch))
-                open_batches.append(pending)
-                for i, item in enumerate(batch):
-                    name = batch_names[i] if batch_names is not None else None
-                    if name is None:
-                        name = item if isinstance(item, str) else getattr(item, "origin", None)
-                    yield pending, i, item, repr(name) if name else f"input row {row}"
-                    row += 1
+        def on_cpu(data: bytes | bytearray | memoryview) -> tuple[torch.Tensor | None, str | None]:
+            tensor, reason = prepare(data, host)  # host.gpu is False: never Encoded
+            return (tensor if isinstance(tensor, torch.Tensor) else None), reason
 
-        def finished() -> Iterator[tuple[Features, Errors]]:
-            while open_batches and open_batches[0].resolved == open_batches[0].size:
-                done = open_batches.popleft()
-                yield self._result(done, loaded), done.errors
+        return replace(host, gpu=True), gpu_decode.GpuDecoder(device, pre, on_cpu)
 
-        source = inputs()
-        with ThreadPoolExecutor(threads, thread_name_prefix="featurex-decode") as pool:
+    def _forward(self, loaded: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
+        """The model's (n, D) float32 output on its device, halving the batch on a CUDA
+        out-of-memory error (with one warning) until it fits."""
+        try:
+            return _infer(loaded, batch)
+        except torch.cuda.OutOfMemoryError:
+            if batch.shape[0] == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = batch.shape[0] // 2
+            warn_once(
+                f"CUDA out of memory on a batch of {batch.shape[0]}: running it in halves "
+                f"(set a smaller batch_size to avoid the retries)"
+            )
+            return torch.cat(
+                [self._forward(loaded, batch[:half]), self._forward(loaded, batch[half:])]
+            )
 
-            def refill() -> None:
-                while len(inflight) < window:
-                    nxt = next(source, None)
-                    if nxt is None:
-                        return
-                    pending, i, item, name = nxt
-                    inflight.append((pending, i, name, pool.submit(work, item)))
-
-            try:
-                refill()
-                yield from finished()  # empty input batches
-                while inflight:
-                    pending, i, name, future = inflight.popleft()
-                    tensor, reason = future.result()
-                    refill()
-                    if reason is not None:
-                        if self.config.on_error == "raise":
-                            raise ImageError(f"cannot featurize {name}: {reason}")
-                        pending.errors[i] = reason
-                        pending.resolved += 1
-                    else:
-                        chunk.append((pending, i, _model_input(tensor, chunk)))
-                        if len(chunk) == batch_size:
-                            self._run_chunk(loaded, chunk)
-                    yield from finished()
-                if chunk:
-                    self._run_chunk(loaded, chunk)
-                yield from finished()
-            finally:
-                for *_, future in inflight:
-                    future.cancel()
-
-    def _run_chunk(
-        self, loaded: LoadedModel, chunk: list[tuple[_Pending, int, torch.Tensor]]
-    ) -> None:
-        out = self._forward(loaded, torch.stack([t for _, _, t in chunk]))
-        for (pending, i, _), row in zip(chunk, out, strict=True):
-            if pending.features is None:
-                pending.features = np.full((pending.size, out.shape[1]), np.nan, np.float32)
-            pending.features[i] = row
-            pending.resolved += 1
-        chunk.clear()
-
-    def _forward(self, loaded: LoadedModel, batch: torch.Tensor) -> np.ndarray:
-        n = batch.shape[0]
-        step = loaded.graph_batch or n
-        parts = [_infer(loaded, batch[i : i + step], step) for i in range(0, n, step)]
-        features = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    def _finish(self, loaded: LoadedModel, features: np.ndarray, rows: int) -> np.ndarray:
         # Check every batch before it leaves: one row per input, one width, float32.
-        if features.shape != (n, loaded.dim):
+        if features.shape != (rows, loaded.dim):
             raise RuntimeError(
-                f"model output has shape {tuple(features.shape)}, expected ({n}, {loaded.dim})"
+                f"model output has shape {tuple(features.shape)}, expected ({rows}, {loaded.dim})"
             )
         if self.config.normalize:  # unit rows; an all-zero row stays zero
             norms = np.linalg.norm(features, axis=1, keepdims=True)
             features = features / np.maximum(norms, np.finfo(np.float32).tiny)
         return features
 
-    def _result(self, pending: _Pending, loaded: LoadedModel) -> Features:
-        if pending.features is not None:
-            return pending.features
-        # No row of this batch succeeded: NaN rows of the right width.
-        return np.full((pending.size, loaded.dim), np.nan, np.float32)
+
+class _Stream:
+    """The stages for one stream of input batches (one Spark task)."""
+
+    def __init__(self, engine: FeatureExtractor, loaded: LoadedModel) -> None:
+        config = engine.config
+        self.engine, self.loaded, self.config = engine, loaded, config
+        self.batch_size = engine._batch_size(loaded)
+        self.host, self.gpu = engine.decoding(loaded)
+        self.threads = config.decode_threads or default_decode_threads(loaded.device)
+        # Host work at most this far ahead of the loop: bounds memory whatever the input
+        # batch size (and, with a GPU decoder, fills its batches).
+        self.window = self.batch_size + 2 * self.threads + (self.batch_size if self.gpu else 0)
+        self.read_ahead = config.read_ahead or DEFAULT_READ_AHEAD
+        self.device = _Transfers(loaded.device)
+        self.open_batches: deque[_Pending] = deque()
+        self.chunk: list[tuple[Row, torch.Tensor]] = []
+        self.jpegs: list[tuple[Row, str, Encoded]] = []
+        self.in_flight: deque[tuple[list[Row], Any]] = deque()
+        self._stack = ExitStack()
+
+    def __enter__(self) -> _Stream:
+        self.pool = self._stack.enter_context(
+            ThreadPoolExecutor(self.threads, "featurex-decode", initializer=one_openmp_thread)
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def run(
+        self, batches: Iterable[Sequence[object]], names: Iterable[Sequence[str | None]] | None
+    ) -> Iterator[tuple[Features, Errors]]:
+        labels: Iterable[Sequence[str | None] | None] = repeat(None) if names is None else names
+        source = self._read(self._inputs(batches, labels))
+        inflight: deque[tuple[Row, str, Future[tuple[object, str | None]]]] = deque()
+        work = partial(_host, how=self.host)
+
+        def refill() -> None:
+            while len(inflight) < self.window:
+                nxt = next(source, None)
+                if nxt is None:
+                    return
+                row, item, name = nxt
+                inflight.append((row, name, self.pool.submit(work, item)))
+
+        try:
+            refill()
+            yield from self._finished()  # empty input batches
+            while inflight:
+                row, name, future = inflight.popleft()
+                prepared, reason = future.result()
+                refill()
+                if reason is not None:
+                    self._fail(row, name, reason)
+                elif isinstance(prepared, Encoded):
+                    self.jpegs.append((row, name, prepared))
+                    if len(self.jpegs) >= self.batch_size:
+                        self._decode_on_gpu()
+                else:
+                    assert isinstance(prepared, torch.Tensor)
+                    self._add(row, prepared)
+                yield from self._finished()
+            self._decode_on_gpu()
+            if self.chunk:
+                self._launch()
+            while self.in_flight:
+                self._land()
+            yield from self._finished()
+        finally:
+            for *_, future in inflight:
+                future.cancel()
+
+    # ------------------------------------------------------------------ read
+
+    def _inputs(
+        self, batches: Iterable[Sequence[object]], labels: Iterable[Sequence[str | None] | None]
+    ) -> Iterator[tuple[Row, object, str]]:
+        number = 0
+        for batch, batch_names in zip(batches, labels, strict=False):
+            pending = _Pending(len(batch))
+            self.open_batches.append(pending)
+            for i, item in enumerate(batch):
+                name = batch_names[i] if batch_names is not None else None
+                if name is None:
+                    name = item if isinstance(item, str) else getattr(item, "origin", None)
+                yield (pending, i), item, repr(name) if name else f"input row {number}"
+                number += 1
+
+    def _read(
+        self, entries: Iterator[tuple[Row, object, str]]
+    ) -> Iterator[tuple[Row, object, str]]:
+        """Paths replaced by their reads, `read_ahead` of them in flight ahead of the host
+        stage (the I/O threads start with the first path)."""
+        queue: deque[tuple[Row, object, str]] = deque()
+        pool: ThreadPoolExecutor | None = None
+        for row, item, name in entries:
+            if isinstance(item, str):
+                if pool is None:
+                    pool = self._stack.enter_context(
+                        ThreadPoolExecutor(self.read_ahead, "featurex-read")
+                    )
+                item = pool.submit(_read_bytes, item)
+            queue.append((row, item, name))
+            if len(queue) > self.read_ahead:
+                yield queue.popleft()
+        yield from queue
+
+    # ------------------------------------------------------------------ decode on the GPU
+
+    def _decode_on_gpu(self) -> None:
+        if not self.jpegs:
+            return
+        assert self.gpu is not None
+        jpegs, self.jpegs = self.jpegs, []
+        results = self.gpu.decode([(enc.data, enc.orientation) for _, _, enc in jpegs])
+        for (row, name, _), (tensor, reason) in zip(jpegs, results, strict=True):
+            if reason is not None:
+                self._fail(row, name, reason)
+            else:
+                assert tensor is not None
+                self._add(row, tensor)
+
+    # ------------------------------------------------------------------ batch, forward
+
+    def _add(self, row: Row, tensor: torch.Tensor) -> None:
+        self.chunk.append((row, _model_input(tensor, self.chunk)))
+        if len(self.chunk) == self.batch_size:
+            self._launch()
+
+    def _fail(self, row: Row, name: str, reason: str) -> None:
+        if self.config.on_error == "raise":
+            raise ImageError(f"cannot featurize {name}: {reason}")
+        pending, i = row
+        pending.errors[i] = reason
+        pending.resolved += 1
+
+    def _launch(self) -> None:
+        """Run the chunk's forward pass; its features land after the next one is launched,
+        so that on a GPU the host prepares batch k+1 while batch k runs."""
+        chunk, self.chunk = self.chunk, []
+        batch = self._batch([tensor for _, tensor in chunk])
+        out = self.engine._forward(self.loaded, batch)
+        self.in_flight.append(([row for row, _ in chunk], self.device.download(out)))
+        while len(self.in_flight) > (1 if self.device.cuda else 0):
+            self._land()
+
+    def _batch(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """Crops -> the model's input on its device: stacked, moved, normalized."""
+        target = self.loaded.device
+        if any(t.device != target for t in tensors) and any(t.device == target for t in tensors):
+            tensors = [self.device.upload(t) for t in tensors]  # Pillow's among the GPU's
+        batch = self.device.upload(torch.stack(tensors))
+        pre = self.loaded.preprocessing
+        if batch.dtype == torch.uint8 and pre is not None:
+            batch = normalize(batch, pre)
+        return batch.contiguous(memory_format=torch.channels_last)
+
+    def _land(self) -> None:
+        rows, handle = self.in_flight.popleft()
+        features = self.engine._finish(self.loaded, self.device.wait(handle), len(rows))
+        for (pending, i), values in zip(rows, features, strict=True):
+            if pending.features is None:
+                pending.features = np.full((pending.size, features.shape[1]), np.nan, np.float32)
+            pending.features[i] = values
+            pending.resolved += 1
+
+    def _finished(self) -> Iterator[tuple[Features, Errors]]:
+        while self.open_batches and self.open_batches[0].resolved == self.open_batches[0].size:
+            done = self.open_batches.popleft()
+            features = done.features
+            if features is None:  # no row of this batch succeeded: NaN rows of the right width
+                features = np.full((done.size, self.loaded.dim), np.nan, np.float32)
+            yield features, done.errors
 
 
-def _infer(loaded: LoadedModel, batch: torch.Tensor, rows: int) -> np.ndarray:
-    """The model's (n, D) output for a batch, run as `rows` rows (padded; the padding dropped)."""
+class _Transfers:
+    """Host <-> device copies. On a GPU: through pinned buffers, without blocking, and one
+    wait per batch for its features; on the CPU: nothing to copy."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.target = device
+        self.cuda = device.type == "cuda"
+
+    def upload(self, tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.device == self.target:
+            return tensor
+        if self.cuda:
+            tensor = tensor.pin_memory()
+        return tensor.to(self.target, non_blocking=self.cuda)
+
+    def download(self, out: torch.Tensor) -> Any:
+        if not self.cuda:
+            return out
+        host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+        host.copy_(out, non_blocking=True)
+        done = torch.cuda.Event()  # type: ignore[no-untyped-call]
+        done.record()
+        return host, done
+
+    def wait(self, handle: Any) -> np.ndarray:
+        if not self.cuda:
+            return handle.numpy()  # type: ignore[no-any-return]
+        host, done = handle
+        done.synchronize()
+        return host.numpy()  # type: ignore[no-any-return]
+
+
+def _host(item: object, how: Decoding) -> tuple[object, str | None]:
+    """A decode thread's work on one input: its read's result, then `prepare`."""
+    if isinstance(item, Future):
+        item, reason = item.result()
+        if reason is not None:
+            return None, reason
+    return prepare(item, how)
+
+
+def _read_bytes(path: str) -> tuple[bytes | None, str | None]:
+    try:
+        return read_path(path), None
+    except DecodeError as exc:
+        return None, str(exc)
+
+
+def _infer(loaded: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
+    """The model's (n, D) output for a batch. A frozen CPU graph runs only at the batch size
+    it was compiled for: smaller batches are padded, larger ones run in parts."""
     n = batch.shape[0]
-    if n < rows:  # copies of the last image: the graph runs only at the size it was built for
-        batch = torch.cat([batch, batch[-1:].expand(rows - n, -1, -1, -1)])
-    batch = batch.contiguous(memory_format=torch.channels_last)
-    if loaded.device.type == "cuda":
-        batch = batch.pin_memory().to(loaded.device, non_blocking=True)
-    return forward(loaded.module, batch, loaded.autocast_dtype)[:n].cpu().numpy()
+    step = loaded.graph_batch or n
+    parts = []
+    for start in range(0, n, step):
+        part = batch[start : start + step]
+        rows = part.shape[0]
+        if rows < step:  # copies of the last image; the padding is dropped
+            pad = part[-1:].expand(step - rows, -1, -1, -1)
+            part = torch.cat([part, pad]).contiguous(memory_format=torch.channels_last)
+        parts.append(forward(loaded.module, part, loaded.autocast_dtype)[:rows])
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def _model_input(tensor: object, chunk: list[tuple[_Pending, int, torch.Tensor]]) -> torch.Tensor:
+def _model_input(tensor: torch.Tensor, chunk: list[tuple[Row, torch.Tensor]]) -> torch.Tensor:
     """A transform bug is a configuration error, not a bad image: say so clearly."""
     if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3:
         got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
         raise TypeError(f"transform must return a float CHW image tensor, got {got}")
-    if chunk and chunk[0][2].shape != tensor.shape:
+    if chunk and chunk[0][1].shape != tensor.shape:
         raise ValueError(
-            f"transform returned tensors of different shapes, {tuple(chunk[0][2].shape)} and "
+            f"transform returned tensors of different shapes, {tuple(chunk[0][1].shape)} and "
             f"{tuple(tensor.shape)}: it must crop or resize to a fixed size"
         )
     return tensor

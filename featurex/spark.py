@@ -29,7 +29,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from ._compat import is_column
+from ._compat import has_arrow_udfs, is_column
 from ._types import ModelFactory
 from .config import ExtractorConfig, with_config_options
 from .decode import PixelRecord
@@ -132,25 +132,38 @@ def features_udf(
     input_type: InputType = "auto",
     named: bool = False,
 ) -> Any:
-    """The pandas UDF itself. Its function closes over `config` and two flags, nothing else."""
-    if with_errors:
+    """The UDF itself. Its function closes over `config` and plain flags, nothing else.
 
-        def features_and_errors(batches: Iterator[Any]) -> Iterator[pd.DataFrame]:
-            for features, errors in _stream(config, batches, input_type, named):
-                yield pd.DataFrame({"features": features, "error": errors})
+    An Arrow UDF where pyspark has them (4.1+), else a pandas UDF (`_compat.has_arrow_udfs`):
+    both are scalar iterators, one batch out per batch in, and differ only in how a batch of
+    features goes back to Arrow.
+    """
+    arrow = has_arrow_udfs()
 
-        return _scalar_iter_udf(features_and_errors, named, pd.DataFrame, WITH_ERRORS_TYPE)
+    def features(batches: Iterator[Any]) -> Iterator[Any]:
+        for matrix, errors in _stream(config, batches, input_type, named):
+            yield (_to_arrow if arrow else _to_pandas)(matrix, errors, with_errors)
 
-    def features_only(batches: Iterator[Any]) -> Iterator[pd.Series]:
-        for features, _ in _stream(config, batches, input_type, named):
-            yield features
-
-    return _scalar_iter_udf(features_only, named, pd.Series, FEATURES_TYPE)
+    return _scalar_iter_udf(
+        features, named, arrow, WITH_ERRORS_TYPE if with_errors else FEATURES_TYPE
+    )
 
 
-def _scalar_iter_udf(fn: Any, named: bool, out: type, return_type: DataType) -> Any:
-    # pandas_udf tells the UDF kind from the annotations: one column in (a Series, or a
-    # DataFrame for a struct) or a tuple of two, one batch out per batch in.
+def _scalar_iter_udf(fn: Any, named: bool, arrow: bool, return_type: DataType) -> Any:
+    # pyspark tells the UDF kind from the annotations: an iterator of one column (a tuple of
+    # two with a name column) in, one batch out per batch in.
+    if arrow:
+        import pyarrow as pa
+        from pyspark.sql.pandas.functions import arrow_udf as _arrow_udf
+
+        arrow_udf: Any = _arrow_udf  # its stubs have no overload for an iterator of arrays
+        one: Any = pa.Array
+        fn.__annotations__ = {
+            "batches": Iterator[tuple[one, one]] if named else Iterator[one],
+            "return": Iterator[one],
+        }
+        return arrow_udf(fn, return_type)
+    out = pd.DataFrame if return_type == WITH_ERRORS_TYPE else pd.Series
     fn.__annotations__ = {
         "batches": Iterator[tuple[pd.Series, pd.Series]] if named else Iterator[pd.Series],
         "return": Iterator[out],  # type: ignore[valid-type]
@@ -158,17 +171,46 @@ def _scalar_iter_udf(fn: Any, named: bool, out: type, return_type: DataType) -> 
     return pandas_udf(fn, return_type)
 
 
+def _to_arrow(matrix: np.ndarray, errors: list[str | None], with_errors: bool) -> Any:
+    """(n, D) features -> one Arrow list array over the matrix's buffer (no copy per row),
+    null where a row failed; with `with_errors`, a struct of it and the reasons."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    n, dim = matrix.shape
+    failed = pa.array([e is not None for e in errors], pa.bool_())
+    offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
+    values = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1))
+    features = pa.ListArray.from_arrays(
+        offsets, values, type=to_arrow_type(FEATURES_TYPE), mask=failed
+    )
+    if not with_errors:
+        return features
+    reasons = pa.array(errors, pa.string())
+    return pa.StructArray.from_arrays([features, reasons], names=["features", "error"])
+
+
+def _to_pandas(matrix: np.ndarray, errors: list[str | None], with_errors: bool) -> Any:
+    """(n, D) features -> an object Series of row arrays (None where a row failed)."""
+    rows = pd.Series(
+        [None if e is not None else row for row, e in zip(matrix, errors, strict=True)],
+        dtype=object,
+    )
+    return pd.DataFrame({"features": rows, "error": errors}) if with_errors else rows
+
+
 def _stream(
     config: ExtractorConfig, batches: Iterator[Any], input_type: InputType, named: bool
-) -> Iterator[tuple[pd.Series, list[str | None]]]:
-    """Runs in the Python worker: Arrow batches in, Series of float32 arrays out.
+) -> Iterator[tuple[np.ndarray, list[str | None]]]:
+    """Runs in the Python worker: Arrow batches in (Arrow arrays, or pandas for a pandas
+    UDF), (n, D) features and reasons out.
 
     The model is loaded once a batch with a value has arrived and its type is checked: an
     empty partition loads nothing, and a wrong column fails in milliseconds, not after a load
     (a partition of nulls only still loads it, to give each row its reason).
     """
     items: Iterator[tuple[list[object], list[str | None]]] = (
-        (_items(b[0], input_type), b[1].tolist()) if named else (_items(b, input_type), [])
+        (_items(b[0], input_type), _values(b[1])) if named else (_items(b, input_type), [])
         for b in batches
     )
     # Hold batches until one has a value, whose type `_items` checks: an empty batch (or one
@@ -185,14 +227,14 @@ def _stream(
     stream = itertools.chain(leading, items)
     if named:  # the engine reads inputs and names in lockstep: the tee holds one pair
         left, right = itertools.tee(stream)
-        results = extractor.extract_batches((i for i, _ in left), (n for _, n in right))
+        yield from extractor.extract_batches((i for i, _ in left), (n for _, n in right))
     else:
-        results = extractor.extract_batches(i for i, _ in stream)
-    for features, errors in results:
-        rows: list[np.ndarray | None] = [
-            None if err is not None else row for row, err in zip(features, errors, strict=True)
-        ]
-        yield pd.Series(rows, dtype=object), errors
+        yield from extractor.extract_batches(i for i, _ in stream)
+
+
+def _values(column: Any) -> list[Any]:
+    """A batch's column as Python values: an Arrow array's or a pandas Series'."""
+    return column.to_pylist() if hasattr(column, "to_pylist") else column.tolist()  # type: ignore[no-any-return]
 
 
 def _load_and_settle(extractor: FeatureExtractor) -> None:
@@ -228,27 +270,22 @@ def _task_device(config: ExtractorConfig) -> str | None:
     )
 
 
-def _items(batch: pd.Series | pd.DataFrame, input_type: InputType) -> list[object]:
+def _items(batch: Any, input_type: InputType) -> list[object]:
     """One Arrow batch as engine inputs, refusing a column of the wrong type clearly."""
-    if isinstance(batch, pd.DataFrame):  # a struct column arrives as a DataFrame
-        missing = [f for f in IMAGE_FIELDS if f not in batch.columns]
+    structs = _structs(batch)
+    if structs is not None:  # Spark's image struct
+        missing = [f for f in IMAGE_FIELDS if f not in structs[0]]
         if missing or input_type not in ("auto", "image"):
-            raise TypeError(_wrong_type(input_type, f"struct<{','.join(batch.columns)}>"))
-        origins = batch["origin"] if "origin" in batch.columns else itertools.repeat(None)
+            raise TypeError(_wrong_type(input_type, f"struct<{','.join(structs[0])}>"))
+        height, width, channels, data = (structs[1][f] for f in IMAGE_FIELDS)
+        origins = structs[1].get("origin", itertools.repeat(None))
         return [
             None
-            if data is None or pd.isna(height)
-            else PixelRecord(int(height), int(width), int(channels), bytes(data), origin)
-            for height, width, channels, data, origin in zip(
-                batch["height"],
-                batch["width"],
-                batch["nChannels"],
-                batch["data"],
-                origins,
-                strict=False,  # origins may be an endless repeat(None)
-            )
+            if d is None or h is None or pd.isna(h)
+            else PixelRecord(int(h), int(w), int(c), bytes(d), o)
+            for h, w, c, d, o in zip(height, width, channels, data, origins, strict=False)
         ]
-    values = batch.tolist()
+    values = _values(batch)
     first = next((v for v in values if v is not None), None)
     if first is None:
         return values
@@ -263,6 +300,25 @@ def _items(batch: pd.Series | pd.DataFrame, input_type: InputType) -> list[objec
         spark_type = _SPARK_TYPES.get(type(first), type(first).__name__)
         raise TypeError(_wrong_type(input_type, f"{spark_type} (for example {str(first)[:60]!r})"))
     return values
+
+
+def _structs(batch: Any) -> tuple[list[str], dict[str, list[Any]]] | None:
+    """A struct column's field names and values (a null struct: None in every field), or
+    None for another column. A pandas UDF gets a struct as a DataFrame, an Arrow UDF as a
+    StructArray."""
+    import pyarrow as pa
+
+    if isinstance(batch, pd.DataFrame):
+        return list(batch.columns), {c: batch[c].tolist() for c in batch.columns}
+    if not (isinstance(batch, pa.Array) and pa.types.is_struct(batch.type)):
+        return None
+    names = [batch.type.field(i).name for i in range(batch.type.num_fields)]
+    valid = batch.is_valid().to_pylist()
+    fields = {
+        name: [v if ok else None for v, ok in zip(batch.field(i).to_pylist(), valid, strict=True)]
+        for i, name in enumerate(names)
+    }
+    return names, fields
 
 
 _SPARK_TYPES = {

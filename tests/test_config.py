@@ -124,9 +124,9 @@ def test_equal_configs_share_a_key_and_model_changes_do_not() -> None:
 def test_a_precision_this_cpu_cannot_run_is_reported_on_the_driver(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from featurex.models.runtime import _warn_once
+    from featurex.models.runtime import warn_once
 
-    _warn_once.cache_clear()
+    warn_once.cache_clear()
     with caplog.at_level("WARNING", logger="featurex.models"):
         ExtractorConfig(model="resnet18", weights=None, device="cpu", precision="fp16")
     assert "fp16 is not supported on this CPU; running fp32" in caplog.text

@@ -12,7 +12,15 @@ from images import encode, jpeg, photo, with_orientation
 from PIL import Image
 
 from featurex.config import DEFAULT_MAX_PIXELS
-from featurex.decode import DecodeError, PixelRecord, load_image, prepare, resize_target
+from featurex.decode import (
+    DecodeError,
+    Decoding,
+    PixelRecord,
+    describe,
+    load_image,
+    prepare,
+    resize_target,
+)
 from featurex.models.base import default_transform
 
 
@@ -179,12 +187,17 @@ def test_draft_decoding_shrinks_big_jpegs_but_never_below_the_resize_size() -> N
     assert np.abs(small - np.asarray(drafted, np.float32)).mean() < 4.0
 
 
+def _prepare(data: bytes, transform: object, max_pixels: int) -> tuple[object, str | None]:
+    """The host side as the engine runs it: the transform as data where it reads as such."""
+    return prepare(data, Decoding(transform, describe(transform), max_pixels))  # type: ignore[arg-type]
+
+
 def test_a_strip_that_resizing_would_blow_up_is_refused_fast() -> None:
     # 144 bytes and 20,000 pixels, far under the limit; resizing its short side to 256 made
     # it 5,120,000x256 pixels: 13 s and 6 GB of RSS for one row before this check.
     strip = encode(Image.new("RGB", (20_000, 1), (10, 200, 30)), "PNG")
     start = time.perf_counter()
-    tensor, reason = prepare(strip, default_transform(), DEFAULT_MAX_PIXELS, 256)
+    tensor, reason = _prepare(strip, default_transform(), DEFAULT_MAX_PIXELS)
     assert time.perf_counter() - start < 1.0
     assert tensor is None
     assert reason == (
@@ -202,7 +215,7 @@ def test_the_resize_check_follows_a_compose_and_max_pixels(size: tuple[int, int]
 
     compose = T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor()])
     assert resize_target(compose) == 32
-    tensor, reason = prepare(encode(Image.new("RGB", size), "PNG"), compose, 1_000_000, 32)
+    tensor, reason = _prepare(encode(Image.new("RGB", size), "PNG"), compose, 1_000_000)
     if ok:  # 3200x32: used
         assert reason is None and tensor is not None and tuple(tensor.shape) == (3, 32, 32)
     else:  # 32000x32 = 1,024,000 pixels
@@ -231,14 +244,14 @@ def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding() -> None:
 
 def test_a_small_pixel_limit_does_not_refuse_images_that_the_resize_enlarges() -> None:
     # 200x250 = 50,000 pixels, at the limit; Resize(256) makes it 256x320 = 81,920 pixels.
-    tensor, reason = prepare(jpeg(200, 250), default_transform(), 50_000, 256)
+    tensor, reason = _prepare(jpeg(200, 250), default_transform(), 50_000)
     assert reason is None and tensor is not None
     # Up to 16:1 the resize is always allowed (256x4096 here); beyond, max_pixels holds.
     limit = 170_000
 
     def reason_for(width: int, height: int) -> str | None:
         strip = encode(Image.new("RGB", (width, height)), "PNG")
-        return prepare(strip, default_transform(), limit, 256)[1]
+        return _prepare(strip, default_transform(), limit)[1]
 
     assert reason_for(1600, 100) is None
     assert reason_for(1700, 100) == (

@@ -79,9 +79,9 @@ class _Untraceable(torch.nn.Module):
 def test_a_model_that_cannot_be_quantized_warns_once_and_runs_fp32(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from featurex.models.runtime import _warn_once
+    from featurex.models.runtime import warn_once
 
-    _warn_once.cache_clear()
+    warn_once.cache_clear()
     with caplog.at_level(logging.WARNING, logger="featurex.models"):
         int8 = fx.FeatureExtractor(model=_Untraceable, weights=None, device="cpu", precision="int8")
         module = int8.loaded.module

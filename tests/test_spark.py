@@ -14,6 +14,7 @@ from pyspark import cloudpickle
 from pyspark.sql import DataFrame, SparkSession
 
 import featurex as fx
+from featurex.config import ExtractorConfig
 from featurex.spark import features_column, features_udf
 
 
@@ -115,8 +116,10 @@ def test_udf_closure_ships_no_session(spark: SparkSession, with_errors: bool) ->
     for forbidden in (b"SparkSession", b"SparkContext", b"JavaObject", b"py4j", b"Tensor"):
         assert forbidden not in payload
     cells = [c.cell_contents for c in cloudpickle.loads(payload).__closure__]
-    # The config, and the input type and column-count flags: plain values, nothing else.
-    assert cells[0] == config and all(type(c) in (str, bool) for c in cells[1:]), cells
+    # The config, and plain flags (input type, columns, UDF kind, with_errors): nothing else.
+    configs = [c for c in cells if isinstance(c, ExtractorConfig)]
+    assert configs == [config], cells
+    assert all(type(c) in (str, bool) for c in cells if not isinstance(c, ExtractorConfig)), cells
 
 
 def test_image_data_source_struct_gives_the_same_features_as_the_bytes(

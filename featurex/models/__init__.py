@@ -20,6 +20,7 @@ from .runtime import (
     load_model,
     resolve_device,
     task_device,
+    warn_once,
 )
 from .weights import read_checkpoint
 
@@ -42,4 +43,5 @@ __all__ = [
     "resolve",
     "resolve_device",
     "task_device",
+    "warn_once",
 ]

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .._types import ModelFactory
+from ..decode.preprocess import Interpolation, Preprocessing, three_channels
 from ..errors import ConfigError, WeightsUnavailableError, first_line
 from .base import Built, Source, WeightsStatus, import_optional, seeded
 from .weights import download_lock, folder_version, hub_cached
@@ -208,7 +209,8 @@ _MLP_OUT = ("mlp.fc2", "mlp.down_proj", "mlp.weights_out")
 
 
 class ProcessorTransform:
-    """An image processor as a per-image transform: RGB PIL image -> (3, H, W) float32."""
+    """An image processor as a per-image transform: RGB PIL image -> (3, H, W) float32,
+    and the same preprocessing as data (`preprocessing`), where featurex can read it."""
 
     def __init__(self, processor: Any) -> None:
         self.processor = processor
@@ -217,6 +219,7 @@ class ProcessorTransform:
         # `decode.prepare` needs it. A fixed height x width resize bounds its own output.
         edge = size.get("shortest_edge") if getattr(processor, "do_resize", True) else None
         self.resize_size: int | None = edge if isinstance(edge, int) else None
+        self.preprocessing = describe_processor(processor)
 
     def __call__(self, image: Any) -> torch.Tensor:
         pixels: torch.Tensor = self.processor(images=image, return_tensors="pt")["pixel_values"]
@@ -224,6 +227,55 @@ class ProcessorTransform:
 
     def __repr__(self) -> str:
         return f"ProcessorTransform({type(self.processor).__name__})"
+
+
+# PIL's resampling filters, as transformers' configs name them (PILImageResampling).
+_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+# The steps of transformers' torchvision backend that the description stands for.
+_BACKEND_STEPS = ("process_image", "_preprocess", "resize", "center_crop", "rescale_and_normalize")
+
+
+def describe_processor(processor: Any) -> Preprocessing | None:
+    """A transformers 5 image processor as data: resize (short side or height x width),
+    center crop, rescale and normalize, done with torch's antialiased resize on uint8
+    tensors as its torchvision backend does. None for a processor that does more (padding,
+    its own steps, the PIL backend): it then runs as it is, on the CPU."""
+    try:
+        from transformers.image_processing_backends import TorchvisionBackend
+    except ImportError:
+        return None
+    if not isinstance(processor, TorchvisionBackend):
+        return None
+    p: Any = processor
+    own = [
+        s for s in _BACKEND_STEPS if getattr(type(p), s, None) is not getattr(TorchvisionBackend, s)
+    ]
+    interpolation = _RESAMPLE.get(int(getattr(p, "resample", 2) or 2))
+    if own or getattr(p, "do_pad", None) or interpolation is None:
+        return None
+    resize: int | tuple[int, int] | None = None
+    if p.do_resize:
+        size = p.size
+        if size.shortest_edge and not size.longest_edge:
+            resize = int(size.shortest_edge)
+        elif size.height and size.width and not (size.shortest_edge or size.longest_edge):
+            resize = (int(size.height), int(size.width))
+        else:
+            return None
+    crop = (int(p.crop_size.height), int(p.crop_size.width)) if p.do_center_crop else None
+    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if p.do_normalize:
+        mean, std = three_channels(p.image_mean), three_channels(p.image_std)
+    return Preprocessing(
+        resize=resize,
+        crop=crop,
+        mean=mean,
+        std=std,
+        interpolation=cast(Interpolation, interpolation),
+        resampler="tensor",
+        crop_rounding="floor",
+        divisor=1.0 / float(p.rescale_factor) if p.do_rescale else 1.0,
+    )
 
 
 def _check_folder(folder: str, weights: str | None) -> None:

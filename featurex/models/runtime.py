@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 import threading
 import warnings
 from collections.abc import Iterator
@@ -22,8 +21,10 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from .._threads import task_cores
 from .._types import Transform
-from ..decode import resize_target
+from ..decode import Preprocessing, describe, resize_target
+from ..decode.preprocess import agrees_with
 from ..errors import first_line
 from . import quantize
 from .base import Built, ModelSpec
@@ -46,6 +47,8 @@ class LoadedModel:
     resize_size: int | None = None
     # A frozen graph's oneDNN kernels are compiled for one batch size: run it at that size.
     graph_batch: int | None = None
+    # `transform` as data, for the decoders (`decode.preprocess`); None: run it per image.
+    preprocessing: Preprocessing | None = None
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -98,11 +101,9 @@ def default_batch_size(device: torch.device) -> int:
 
 
 def default_decode_threads(device: torch.device) -> int:
-    # On the CPU, inference dominates: one thread decodes ahead of the forward pass. A GPU
-    # is starved by CPU decoding, so feed it with several.
-    if device.type == "cuda":
-        return max(2, min(8, os.cpu_count() or 2))
-    return 1
+    # On the CPU, inference dominates: one thread decodes ahead of the forward pass. A GPU is
+    # starved by CPU decoding, so the host side gets every core of the task, and no more.
+    return task_cores() if device.type == "cuda" else 1
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -112,19 +113,19 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return None
     if precision == "int8":
         if device.type == "cuda":  # the quantized kernels are the CPU's
-            _warn_once(f"int8 runs on the CPU only; running fp16 on {device}")
+            warn_once(f"int8 runs on the CPU only; running fp16 on {device}")
             return torch.float16
         if quantize.engine() is None:
-            _warn_once("int8 needs torch's x86 quantized engine, which this build lacks; fp32")
+            warn_once("int8 needs torch's x86 quantized engine, which this build lacks; fp32")
         return None
     if device.type == "cuda":
         if precision == "bf16" and not torch.cuda.is_bf16_supported():
-            _warn_once(f"bf16 is not supported on {device}; running fp32")
+            warn_once(f"bf16 is not supported on {device}; running fp32")
             return None
         return torch.bfloat16 if precision == "bf16" else torch.float16
     if precision == "bf16" and _cpu_has_bf16():
         return torch.bfloat16
-    _warn_once(f"{precision} is not supported on this CPU; running fp32")
+    warn_once(f"{precision} is not supported on this CPU; running fp32")
     return None
 
 
@@ -175,7 +176,8 @@ def _cpu_has_bf16() -> bool:
 
 
 @cache
-def _warn_once(message: str) -> None:
+def warn_once(message: str) -> None:
+    """Log a warning once per process (per message)."""
     log.warning(message)
 
 
@@ -250,7 +252,7 @@ def _freeze(
             traced = torch.jit.trace(module, trace_at, check_trace=False)  # type: ignore[no-untyped-call]
             return cast(nn.Module, torch.jit.freeze(traced))
     except Exception as exc:
-        _warn_once(f"cannot optimize the model for inference ({first_line(exc)}); running eager")
+        warn_once(f"cannot optimize the model for inference ({first_line(exc)}); running eager")
         return None
 
 
@@ -282,10 +284,10 @@ def _fuse(
                 got = forward(graph, batch, dtype)
         error = ((got - want).norm(dim=1) / want.norm(dim=1).clamp_min(1e-12)).max().item()
     except Exception as exc:
-        _warn_once(f"cannot optimize the model for inference ({first_line(exc)}); running eager")
+        warn_once(f"cannot optimize the model for inference ({first_line(exc)}); running eager")
         return False
     if not error <= (1e-4 if dtype is None else 2e-2):
-        _warn_once(f"the optimized model differs from eager by {error:.2g}; running eager")
+        warn_once(f"the optimized model differs from eager by {error:.2g}; running eager")
         return False
     return True
 
@@ -354,11 +356,27 @@ def load_model(config: ModelSpec, device: str | None = None) -> LoadedModel:
         "featurex loaded %s on %s (dim=%s, autocast=%s)", config.describe(), target, dim, dtype
     )
     loaded = LoadedModel(
-        module, transform, dim, target, dtype, resize_target(transform), graph_batch
-    )
+        module, transform, dim, target, dtype, resize_target(transform), graph_batch,
+        _preprocessing(transform),
+    )  # fmt: skip
     del module
     _trim_heap()
     return loaded
+
+
+def _preprocessing(transform: Transform) -> Preprocessing | None:
+    """The model's preprocessing as data, checked to give what its transform gives."""
+    described = describe(transform)
+    if described is None:
+        return None
+    worst = agrees_with(described, transform)
+    if worst is not None:
+        warn_once(
+            f"featurex's reading of the model's preprocessing differs from it (by {worst:.2g}):"
+            f" images are preprocessed by the model's own transform, on the CPU"
+        )
+        return None
+    return described
 
 
 def _build(config: ModelSpec) -> Built:
@@ -387,10 +405,10 @@ def _int8(module: nn.Module, transform: Transform, calibration: str | None) -> n
         quantized, how = quantize.quantize(module, batch)
         cosine = quantize.agreement(forward(quantized, batch, None), want)
     except Exception as exc:
-        _warn_once(f"cannot quantize the model to int8 ({first_line(exc)}); running fp32")
+        warn_once(f"cannot quantize the model to int8 ({first_line(exc)}); running fp32")
         return None
     if not cosine >= quantize.MIN_COSINE:
-        _warn_once(
+        warn_once(
             f"the int8 model differs from fp32 (cosine {cosine:.4f} < {quantize.MIN_COSINE} "
             f"on the calibration images); running fp32"
         )
@@ -442,7 +460,7 @@ def _drop_unused(module: nn.Module, towers: nn.Module, example: torch.Tensor) ->
     except Exception:  # it was used after all (an attribute, not a call): keep it
         same = False
     if not same:
-        _warn_once(f"could not drop the unused parts {unused} of the model; keeping them")
+        warn_once(f"could not drop the unused parts {unused} of the model; keeping them")
         for name in unused:
             setattr(towers, name, children[name])
     else:
