@@ -199,8 +199,8 @@ class FeatureExtractor:
             torch.cuda.empty_cache()
             half = batch.shape[0] // 2
             warn_once(
-                f"CUDA out of memory on a batch of {batch.shape[0]}: running it in halves "
-                f"(set a smaller batch_size to avoid the retries)"
+                "CUDA out of memory: running the batch in halves until it fits (a smaller "
+                "batch_size avoids the retries)"
             )
             return torch.cat(
                 [self._forward(loaded, batch[:half]), self._forward(loaded, batch[half:])]
