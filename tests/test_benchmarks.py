@@ -160,3 +160,23 @@ def test_resume_benchmark_times_the_real_resume_steps(spark: object, tmp_path: P
     times = resume_phases(spark, inputs, out, every=10)
     assert set(times) == {"list inputs", "read OUT's records", "match", "total"}
     assert len(pq.read_table(out)) == 30
+
+
+def test_the_gpu_benchmark_runs_every_row_in_its_cpu_smoke_mode(tmp_path: Path) -> None:
+    # The same script as on a GPU (worker processes, K at once, peers, three families), on
+    # the CPU with tiny models; the GPU path through torchvision's CPU decoder.
+    out = tmp_path / "results"
+    cmd = [sys.executable, "-m", "benchmarks.gpu", "--smoke", "--out", str(out),
+           "--data", str(tmp_path / "data")]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "gpu-smoke.json").read_text())
+    rows = report["rows"]
+    kinds = {(r["what"], r.get("decode"), r["k"]) for r in rows}
+    assert {("featurex", "gpu", 2), ("featurex", "cpu", 2), ("peer_dataloader", None, 1)} <= kinds
+    assert {r["model"] for r in rows} == {"resnet18", "clip_b16", "dinov2_s"}
+    for r in rows:
+        assert r["images_per_s"] > 0 and r["failed"] == 0 and r["share_of_forward"] > 0, r
+        if r["what"] == "featurex":  # every JPEG through the GPU decoder, or none
+            assert r["gpu_decoded"] == (report["images"] if r["decode"] == "gpu" else 0), r
+    assert "| resnet18 | featurex, decode=gpu | 2 |" in (out / "gpu-smoke.md").read_text()

@@ -5,7 +5,6 @@ What only CUDA has (nvJPEG, pinned buffers, streams, memory) is in tests/test_gp
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterator
 
@@ -32,7 +31,9 @@ def engines(**options: object) -> tuple[fx.FeatureExtractor, fx.FeatureExtractor
     return pillow, tensors
 
 
-def decoded_on_gpu(engine: fx.FeatureExtractor, inputs: list[object]) -> tuple[np.ndarray, list[str | None], int]:
+def decoded_on_gpu(
+    engine: fx.FeatureExtractor, inputs: list[object]
+) -> tuple[np.ndarray, list[str | None], int]:
     before = gpu_decode.STATS["decoded"]
     features, errors = engine.extract(inputs)
     return features, errors, gpu_decode.STATS["decoded"] - before
@@ -91,7 +92,9 @@ def test_a_batch_that_fails_is_retried_image_by_image(
     assert any("one by one" in r.message for r in caplog.records)
     assert on_gpu == 4  # the bad file cost only itself
     want, want_errors = pillow.extract(inputs)
-    assert errors == want_errors and errors[2] == "OSError: broken data stream when reading image file"
+    assert (
+        errors == want_errors and errors[2] == "OSError: broken data stream when reading image file"
+    )
     ok = [0, 1, 3, 4]
     assert cosines(got[ok], want[ok]).min() > 0.9999
 
@@ -150,7 +153,9 @@ def test_the_hostile_corpus_gets_the_same_verdict_on_both_paths(
 def _fuzzed(count: int) -> Iterator[bytes]:
     """Real JPEGs after random byte flips, cuts and splices: many keep a valid header."""
     rng = np.random.default_rng(7)
-    seeds = [jpeg(64, 48, seed=s) for s in range(3)] + [encode(photo(64, 48), "JPEG", progressive=True)]
+    seeds = [jpeg(64, 48, seed=s) for s in range(3)] + [
+        encode(photo(64, 48), "JPEG", progressive=True)
+    ]
     for i in range(count):
         data = bytearray(seeds[i % len(seeds)])
         for _ in range(int(rng.integers(1, 4))):
@@ -173,13 +178,16 @@ def test_fuzzed_jpegs_get_the_same_verdict_on_both_paths(
     _, want_errors = pillow.extract(inputs)
     _, errors, on_gpu = decoded_on_gpu(gpu, inputs)
     assert on_gpu > 50 and sum(e is not None for e in errors) > 20  # both kinds ran
-    mismatched = [(i, a, b) for i, (a, b) in enumerate(zip(errors, want_errors, strict=True)) if a != b]
+    mismatched = [
+        (i, a, b) for i, (a, b) in enumerate(zip(errors, want_errors, strict=True)) if a != b
+    ]
     assert not mismatched, mismatched[:5]
 
 
 def test_every_family_gives_the_cpu_paths_features_through_the_gpu_path(tmp_path: object) -> None:
-    import families
     from pathlib import Path
+
+    import families
 
     folder = Path(str(tmp_path))
     photos = [jpeg(300 + 37 * i, 400 - 29 * i, seed=i) for i in range(6)]
@@ -242,7 +250,9 @@ def plain_tiny_cnn() -> torch.nn.Module:
     return tiny_cnn()
 
 
-def test_an_out_of_memory_batch_is_halved_and_no_row_is_lost(caplog: pytest.LogCaptureFixture) -> None:
+def test_an_out_of_memory_batch_is_halved_and_no_row_is_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from featurex.models import warn_once
 
     warn_once.cache_clear()

@@ -75,13 +75,20 @@ def test_hf_image_processors_are_read(kind: str, tmp_path: Path) -> None:
 
 
 def test_a_crop_larger_than_the_image_is_padded_as_torchvision_pads_it() -> None:
-    compose = T.Compose([T.Resize(20), T.CenterCrop((32, 27)), T.ToTensor(), T.Normalize(MEAN, STD)])
+    compose = T.Compose(
+        [T.Resize(20), T.CenterCrop((32, 27)), T.ToTensor(), T.Normalize(MEAN, STD)]
+    )
     pre = describe(compose)
     assert pre == Preprocessing(resize=20, crop=(32, 27), mean=pre.mean, std=pre.std)  # type: ignore[union-attr]
     assert pre is not None and agrees_with(pre, compose) is None
-    tensor = Preprocessing(resize=None, crop=(6, 5), mean=(0, 0, 0), std=(1, 1, 1), resampler="tensor")
+    tensor = Preprocessing(
+        resize=None, crop=(6, 5), mean=(0, 0, 0), std=(1, 1, 1), resampler="tensor"
+    )
     image = Image.fromarray(np.full((3, 2, 3), 200, np.uint8))
-    assert agrees_with(tensor, lambda i: T.functional.to_tensor(T.functional.center_crop(i, [6, 5]))) is None
+    assert (
+        agrees_with(tensor, lambda i: T.functional.to_tensor(T.functional.center_crop(i, [6, 5])))
+        is None
+    )
     assert crop_image(image, tensor).shape == (3, 6, 5)
 
 
@@ -125,5 +132,9 @@ def test_a_description_that_disagrees_with_its_transform_is_not_used(
 
 def test_the_engine_reads_each_models_preprocessing_at_load() -> None:
     pre = fx.FeatureExtractor("resnet18", weights=None, device="cpu").loaded.preprocessing
-    assert pre is not None and (pre.resize, pre.crop, pre.interpolation) == (256, (224, 224), "bilinear")
+    assert pre is not None and (pre.resize, pre.crop, pre.interpolation) == (
+        256,
+        (224, 224),
+        "bilinear",
+    )
     assert np.allclose(pre.mean, MEAN) and np.allclose(pre.std, STD)

@@ -1,0 +1,159 @@
+"""What only CUDA has: nvJPEG, pinned buffers, batches in flight on a stream, out-of-memory
+halving under a real memory cap, and K processes sharing one GPU. Skipped without a GPU
+(tests/conftest.py); `pytest -m gpu` runs them on a GPU machine, from the checkout."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import hostile
+import numpy as np
+import pytest
+import torch
+from images import encode, jpeg, photo, with_orientation
+
+import featurex as fx
+from featurex.decode import gpu as gpu_decode
+
+pytestmark = pytest.mark.gpu
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+PHOTOS = [jpeg(300 + 37 * i, 500 - 29 * i, seed=i) for i in range(40)]
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def pair(**options: object) -> tuple[fx.FeatureExtractor, fx.FeatureExtractor]:
+    options = {"model": "resnet18", "weights": None, "device": "cuda", "batch_size": 16, **options}
+    return (
+        fx.FeatureExtractor(**options, decode="cpu"),  # type: ignore[arg-type]
+        fx.FeatureExtractor(**options, decode="gpu"),  # type: ignore[arg-type]
+    )
+
+
+def test_nvjpeg_is_available_and_decode_auto_picks_it() -> None:
+    assert gpu_decode.available(torch.device("cuda"))
+    engine = fx.FeatureExtractor("resnet18", weights=None, device="cuda")  # decode="auto"
+    _, decoder = engine.decoding(engine.loaded)
+    assert decoder is not None and decoder.device.type == "cuda"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_nvjpeg_features_match_the_pillow_paths(precision: str) -> None:
+    pillow, gpu = pair(precision=precision)
+    want, want_errors = pillow.extract(PHOTOS)
+    before = gpu_decode.STATS["decoded"]
+    got, errors = gpu.extract(PHOTOS)  # 40 images: batches of 16 in flight on the stream
+    assert gpu_decode.STATS["decoded"] - before == len(PHOTOS)
+    assert errors == want_errors == [None] * len(PHOTOS)
+    assert cosines(got, want).min() >= 0.9999
+
+
+def test_nvjpeg_gives_the_hostile_corpus_the_pillow_verdicts() -> None:
+    pillow, gpu = pair()
+    inputs = [c.data for c in hostile.corpus()]
+    _, want = pillow.extract(inputs)
+    _, got = gpu.extract(inputs)
+    assert got == want
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_nvjpeg_applies_exif_orientation(orientation: int) -> None:
+    pillow, gpu = pair()
+    data = [with_orientation(photo(320, 200, seed=orientation), orientation)]
+    assert cosines(gpu.extract(data)[0], pillow.extract(data)[0]).min() >= 0.9999
+
+
+def test_what_nvjpeg_refuses_goes_to_pillow() -> None:
+    pillow, gpu = pair()
+    inputs = [
+        encode(photo(200, 150).convert("CMYK"), "JPEG"),
+        encode(photo(200, 150), "PNG"),
+        *PHOTOS[:3],
+    ]
+    want, want_errors = pillow.extract(inputs)
+    got, errors = gpu.extract(inputs)
+    assert errors == want_errors == [None] * 5
+    assert cosines(got, want).min() >= 0.9999
+
+
+def test_encoded_bytes_go_through_one_pinned_buffer() -> None:
+    from featurex.decode.preprocess import Preprocessing
+
+    pre = Preprocessing(resize=32, crop=(32, 32), mean=(0, 0, 0), std=(1, 1, 1))
+    decoder = gpu_decode.GpuDecoder(torch.device("cuda"), pre, lambda d: (None, "unused"))
+    decoder.decode([(p, 1) for p in PHOTOS[:8]])
+    assert decoder._staging.is_pinned()
+    pointer = decoder._staging.data_ptr()
+    results = decoder.decode([(p, 1) for p in PHOTOS[:4]])
+    assert decoder._staging.data_ptr() == pointer  # reused, not allocated again
+    assert all(t is not None and t.is_cuda and t.dtype == torch.uint8 for t, _ in results)
+
+
+def _python(script: str, timeout: float = 300) -> list[dict[str, object]]:
+    prelude = f"import sys, json\nsys.path[:0] = [{str(TESTS)!r}, {str(ROOT)!r}]\n"
+    done = subprocess.run([sys.executable, "-c", prelude + script], capture_output=True,
+                          text=True, timeout=timeout, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def test_an_out_of_memory_batch_is_halved_under_a_memory_cap() -> None:
+    # 1.5 GiB for ResNet-50 in fp32: a batch of 512 at 224x224 does not fit, 32 do.
+    ((result,),) = [
+        _python(
+            "import numpy as np, torch, featurex as fx\n"
+            "from images import jpeg\n"
+            "images = [jpeg(256, 256, seed=i % 8) for i in range(512)]\n"
+            "small, _ = fx.FeatureExtractor('resnet50', weights=None, device='cuda', batch_size=16).extract(images)\n"
+            "torch.cuda.empty_cache()\n"
+            "total = torch.cuda.get_device_properties(0).total_memory\n"
+            "torch.cuda.set_per_process_memory_fraction(1.5 * 2**30 / total)\n"
+            "big, errors = fx.FeatureExtractor('resnet50', weights=None, device='cuda', batch_size=512).extract(images)\n"
+            "err = float((np.linalg.norm(big - small, axis=1) / np.linalg.norm(small, axis=1)).max())\n"
+            "print(json.dumps({'errors': sum(e is not None for e in errors), 'err': err}))\n"
+        )
+    ]
+    assert result["errors"] == 0 and float(result["err"]) < 1e-3  # type: ignore[arg-type]
+
+
+def test_four_processes_share_one_gpu_each_loading_its_model_once() -> None:
+    script = (
+        "import featurex as fx\n"
+        "from images import jpeg\n"
+        "engine = fx.FeatureExtractor('resnet18', weights=None, device='cuda')\n"
+        "images = [jpeg(200, 160, seed=i) for i in range(64)]\n"
+        "for _ in range(3):\n"
+        "    features, errors = engine.extract(images)\n"
+        "print(json.dumps({'loads': fx.cache_info()['loads'], 'failed': sum(e is not None for e in errors),\n"
+        "                  'first': features[0][:4].tolist()}))\n"
+    )
+    prelude = f"import sys, json\nsys.path[:0] = [{str(TESTS)!r}, {str(ROOT)!r}]\n"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", prelude + script], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    outs = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4
+    assert [o["loads"] for o in outs] == [1] * 4 and [o["failed"] for o in outs] == [0] * 4
+    np.testing.assert_allclose([o["first"] for o in outs], [outs[0]["first"]] * 4, rtol=1e-3)
+
+
+def test_nvjpeg_gives_fuzzed_jpegs_the_pillow_verdicts() -> None:
+    from test_gpu_path import _fuzzed
+
+    pillow, gpu = pair()
+    inputs = list(_fuzzed(300))
+    _, want = pillow.extract(inputs)
+    before = gpu_decode.STATS["decoded"]
+    _, got = gpu.extract(inputs)
+    assert gpu_decode.STATS["decoded"] - before > 50
+    mismatched = [(i, a, b) for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b]
+    assert not mismatched, mismatched[:5]
