@@ -367,11 +367,12 @@ class _Stream:
     def _batch(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         """Crops -> the model's input on its device: stacked, moved, normalized."""
         target = self.loaded.device
-        if any(t.device != target for t in tensors) and any(t.device == target for t in tensors):
-            tensors = [self.device.upload(t) for t in tensors]  # Pillow's among the GPU's
+        if len({(t.device, t.dtype) for t in tensors}) > 1:  # Pillow's crops among the GPU's
+            tensors = [self.device.upload(t).float() for t in tensors]
         batch = self.device.upload(torch.stack(tensors))
+        assert batch.device == target
         pre = self.loaded.preprocessing
-        if batch.dtype == torch.uint8 and pre is not None:
+        if pre is not None:  # crops of pixels (0-255): normalized on the device, per batch
             batch = normalize(batch, pre)
         return batch.contiguous(memory_format=torch.channels_last)
 
@@ -394,35 +395,67 @@ class _Stream:
 
 
 class _Transfers:
-    """Host <-> device copies. On a GPU: through pinned buffers, without blocking, and one
-    wait per batch for its features; on the CPU: nothing to copy."""
+    """Host <-> device copies. On a GPU: through pinned host buffers that are reused (pinning
+    memory costs more than the copy), without blocking, and one wait per batch for its
+    features; on the CPU: nothing to copy."""
 
     def __init__(self, device: torch.device) -> None:
         self.target = device
         self.cuda = device.type == "cuda"
+        self._up = _PinnedRing()
+        self._down = _PinnedRing()
 
     def upload(self, tensor: torch.Tensor) -> torch.Tensor:
         if tensor.device == self.target:
             return tensor
-        if self.cuda:
-            tensor = tensor.pin_memory()
-        return tensor.to(self.target, non_blocking=self.cuda)
+        if not self.cuda:
+            return tensor.to(self.target)
+        host, slot = self._up.take(tensor.shape, tensor.dtype)
+        host.copy_(tensor)
+        moved = host.to(self.target, non_blocking=True)
+        self._up.release(slot)  # reused once the copy, queued now, has run
+        return moved
 
     def download(self, out: torch.Tensor) -> Any:
         if not self.cuda:
             return out
-        host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+        host, slot = self._down.take(out.shape, out.dtype)
         host.copy_(out, non_blocking=True)
-        done = torch.cuda.Event()  # type: ignore[no-untyped-call]
-        done.record()
-        return host, done
+        return host, self._down.release(slot)
 
     def wait(self, handle: Any) -> np.ndarray:
         if not self.cuda:
             return handle.numpy()  # type: ignore[no-any-return]
         host, done = handle
-        done.synchronize()
+        done.synchronize()  # the one synchronize: this batch's features are on the host
         return host.numpy()  # type: ignore[no-any-return]
+
+
+class _PinnedRing:
+    """Two pinned host buffers used in turn: one batch's copy can be in flight while the
+    next is staged. A buffer is handed out again only after the copy queued on it ran."""
+
+    def __init__(self) -> None:
+        self._buffers: list[torch.Tensor | None] = [None, None]
+        self._copied: list[Any] = [None, None]
+        self._next = 0
+
+    def take(self, shape: torch.Size, dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+        slot, self._next = self._next, 1 - self._next
+        if self._copied[slot] is not None:
+            self._copied[slot].synchronize()
+        need = int(np.prod(shape)) * torch.empty(0, dtype=dtype).element_size()
+        buffer = self._buffers[slot]
+        if buffer is None or buffer.numel() < need:
+            buffer = self._buffers[slot] = torch.empty(need, dtype=torch.uint8, pin_memory=True)
+        return buffer[:need].view(dtype).view(shape), slot
+
+    def release(self, slot: int) -> Any:
+        """Mark the copies queued so far on this slot's buffer; returns their event."""
+        done = torch.cuda.Event()  # type: ignore[no-untyped-call]
+        done.record()
+        self._copied[slot] = done
+        return done
 
 
 def _host(item: object, how: Decoding) -> tuple[object, str | None]:

@@ -92,7 +92,7 @@ def test_encoded_bytes_go_through_one_pinned_buffer() -> None:
     pointer = decoder._staging.data_ptr()
     results = decoder.decode([(p, 1) for p in PHOTOS[:4]])
     assert decoder._staging.data_ptr() == pointer  # reused, not allocated again
-    assert all(t is not None and t.is_cuda and t.dtype == torch.uint8 for t, _ in results)
+    assert all(t is not None and t.is_cuda and t.dtype == torch.float32 for t, _ in results)
 
 
 def _python(script: str, timeout: float = 300) -> list[dict[str, object]]:

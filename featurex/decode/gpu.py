@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Sequence
+from functools import cache
 
 import numpy as np
 import torch
@@ -29,17 +30,21 @@ STATS = {"decoded": 0, "refused": 0}
 
 
 def available(device: torch.device) -> bool:
-    """Whether torchvision can decode JPEGs on `device` (a CUDA build with nvJPEG)."""
-    if device.type != "cuda":
-        return False
+    """Whether torchvision can decode JPEGs on `device` (a CUDA build with nvJPEG); tried
+    once per process and device."""
+    return device.type == "cuda" and torch.cuda.is_available() and _decodes_on(str(device))
+
+
+@cache
+def _decodes_on(device: str) -> bool:
+    import io
+
+    from PIL import Image
+
+    encoded = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(encoded, "JPEG")
     try:
-        import io
-
-        from PIL import Image
-
-        encoded = io.BytesIO()
-        Image.new("RGB", (8, 8)).save(encoded, "JPEG")
-        _decode([torch.tensor(list(encoded.getvalue()), dtype=torch.uint8)], device)
+        _decode([torch.tensor(list(encoded.getvalue()), dtype=torch.uint8)], torch.device(device))
         return True
     except Exception as exc:
         log.info("torchvision cannot decode JPEGs on %s (%s)", device, exc)
@@ -47,7 +52,8 @@ def available(device: torch.device) -> bool:
 
 
 class GpuDecoder:
-    """Batches of `header.Encoded` JPEGs -> uint8 (3, H, W) crops on `device`."""
+    """Batches of `header.Encoded` JPEGs -> float (3, H, W) crops (pixel values 0-255) on
+    `device`, resized in float (`preprocess.crop_tensor`'s `exact=False`)."""
 
     def __init__(
         self,
@@ -77,7 +83,8 @@ class GpuDecoder:
             if pixels is None:
                 results.append(self.fallback(data))
             else:
-                results.append((crop_tensor(orient(pixels, turn), self.preprocessing), None))
+                crop = crop_tensor(orient(pixels, turn), self.preprocessing, exact=False)
+                results.append((crop, None))
         return results
 
     def _one(self, encoded: torch.Tensor) -> torch.Tensor | None:

@@ -115,14 +115,25 @@ def crop_image(image: Image.Image, pre: Preprocessing) -> torch.Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
 
 
-def crop_tensor(pixels: torch.Tensor, pre: Preprocessing, resize: bool = True) -> torch.Tensor:
-    """The tensor path (CPU or GPU): a uint8 (3, H, W) tensor -> resized and cropped."""
+def crop_tensor(
+    pixels: torch.Tensor, pre: Preprocessing, resize: bool = True, exact: bool = True
+) -> torch.Tensor:
+    """The tensor path (CPU or GPU): a uint8 (3, H, W) tensor -> resized and cropped.
+
+    `exact` keeps uint8 pixels, rounded as transformers' processors round them. Without it
+    the resize stays in float (clamped to 0-255 like Pillow's): half the kernel launches per
+    image on a GPU, and no rounding to 8 bits on the way.
+    """
     from torchvision.transforms.v2 import functional as F
 
     if resize:
         size = pre.resized(pixels.shape[-2], pixels.shape[-1])
+        if not exact:
+            pixels = pixels.float()
         if size != tuple(pixels.shape[-2:]):
             pixels = F.resize(pixels, list(size), interpolation=_mode(pre), antialias=True)
+            if not exact and pre.interpolation == "bicubic":  # its overshoot, as 8 bits clip it
+                pixels = pixels.clamp_(0, 255)
     if pre.crop is None:
         return pixels
     top, left, pad_top, pad_left, pad_bottom, pad_right = pre.crop_box(*pixels.shape[-2:])
