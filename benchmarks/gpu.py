@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +70,12 @@ def plan(smoke: bool) -> list[dict[str, Any]]:
     row(1, "peer_predict_batch")
     for workers in loaders:
         row(1, "peer_dataloader", workers=workers)
+    # Features of decode="gpu" against decode="cpu", fp32, per family (not a speed row).
+    families = ["resnet18" if smoke else "resnet50", "timm:test_vit" if smoke else
+                "timm:vit_small_patch16_224", "open_clip:ViT-S-32" if smoke else
+                "open_clip:ViT-B-32", "clip_b16", "dinov2_s"]  # fmt: skip
+    for model in families:
+        row(1, "agreement", model=model, precision="fp32", batch=b)
     for model in ("clip_b16", "dinov2_s"):
         precision = "fp32" if smoke else "bf16"
         row(1, "forward", model=model, precision=precision)
@@ -170,6 +175,11 @@ def _run_workers(
                     "gpu_peak_mib": max(d["gpu_peak_mib"] for d in done),
                     "gpu_decoded": sum(d.get("gpu_decoded", 0) for d in done),
                     "failed": sum(d.get("failed", 0) for d in done),
+                    **{
+                        k: done[0][k]
+                        for k in ("min_cosine", "mean_cosine", "same_errors", "skipped")
+                        if k in done[0]
+                    },
                 }
             )
     finally:
@@ -196,6 +206,7 @@ def _shares(rows: list[dict[str, Any]]) -> None:
     """Each row's images/s as a share of the forward pass alone of its model at its batch
     size, or, for a batch size the forward row did not run (the peers'), at the smallest."""
     forward = {(r["model"], r["batch"]): r for r in rows if r["what"] == "forward"}
+    rows = [r for r in rows if r["what"] != "agreement"]
     smallest: dict[str, dict[str, Any]] = {}
     for (model, _), r in sorted(forward.items(), key=lambda item: -item[0][1]):
         smallest[model] = r
@@ -247,6 +258,8 @@ def _prepare(job: dict[str, Any], spec: dict[str, Any], images: list[bytes], dev
     what = job["what"]
     if what == "featurex":
         return _featurex(job, spec, images, device)
+    if what == "agreement":
+        return _agreement(job, spec, images, device)
     if what == "forward":
         return _forward_alone(job, spec, images, device)
     return _peer(job, spec, images, device)
@@ -287,6 +300,38 @@ def _featurex(job: dict[str, Any], spec: dict[str, Any], images: list[bytes], de
             "failed": failed,
             "gpu_decoded": gpu_decode.STATS["decoded"] - before,
         }
+
+    return run
+
+
+def _agreement(job: dict[str, Any], spec: dict[str, Any], images: list[bytes], device: Any) -> Any:
+    """The GPU path's features against the Pillow path's, on the same device: the cosine of
+    each image's pair (a family whose library is missing here is skipped)."""
+    import importlib.util
+
+    import numpy as np
+
+    import featurex as fx
+
+    library = {"timm": "timm", "open_clip": "open_clip"}.get(job["model"].split(":")[0])
+    if library and importlib.util.find_spec(library) is None:
+        return lambda warm_up: {"rows": 0, "skipped": f"{library} is not installed"}
+    name = _model_name(job, spec)
+    options = {"weights": None, "device": device.type, "batch_size": job["batch"]}
+    pillow = fx.FeatureExtractor(name, **options, decode="cpu")
+    gpu = fx.FeatureExtractor(name, **options, decode="auto" if spec["smoke"] else "gpu")
+    if spec["smoke"]:
+        gpu._decoder_device = device
+    sample = images[: 8 if spec["smoke"] else 128]
+
+    def run(warm_up: bool) -> dict[str, Any]:
+        if warm_up:
+            return {"rows": 0}
+        a, errors_a = pillow.extract(sample)
+        b, errors_b = gpu.extract(sample)
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        return {"rows": len(sample), "min_cosine": float(cos.min()),
+                "mean_cosine": float(cos.mean()), "same_errors": errors_a == errors_b}  # fmt: skip
 
     return run
 
@@ -485,6 +530,7 @@ def _label(r: dict[str, Any]) -> str:
         "peer_row": "peer: one image per forward (the seed's way)",
         "peer_predict_batch": "peer: predict_batch_udf-style (serial decode)",
         "peer_dataloader": f"peer: DataLoader, {r.get('workers')} workers, pinned",
+        "agreement": "features of decode=gpu against decode=cpu",
     }[r["what"]]
     return what
 
@@ -506,17 +552,30 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
+        if r["what"] == "agreement":
+            continue
         share = "" if r["share_of_forward"] is None else f"{100 * r['share_of_forward']:.0f}%"
         decoded = str(r["gpu_decoded"]) if r["what"] == "featurex" else ""
         lines.append(
             f"| {r['model']} | {_label(r)} | {r['k']} | {r['precision']} | {r['batch']} | "
             f"{r['images_per_s']:,.0f} | {share} | {r['gpu_peak_mib']:,.0f} | {decoded} |"
         )
+    lines += [
+        "",
+        "Features of the GPU path against the Pillow path, fp32, on the same device, per image:",
+        "",
+        "| model | images | min cosine | mean cosine | same verdicts |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for r in report["rows"]:
+        if r["what"] != "agreement":
+            continue
+        if "skipped" in r:
+            lines.append(f"| {r['model']} | - | - | - | {r['skipped']} |")
+        else:
+            lines.append(f"| {r['model']} | {r['rows']} | {r['min_cosine']:.6f} | "
+                         f"{r['mean_cosine']:.6f} | {r['same_errors']} |")  # fmt: skip
     return "\n".join(lines) + "\n"
-
-
-def _rows(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield from report["rows"]
 
 
 if __name__ == "__main__":

@@ -174,8 +174,16 @@ def test_the_gpu_benchmark_runs_every_row_in_its_cpu_smoke_mode(tmp_path: Path) 
     rows = report["rows"]
     kinds = {(r["what"], r.get("decode"), r["k"]) for r in rows}
     assert {("featurex", "gpu", 2), ("featurex", "cpu", 2), ("peer_dataloader", None, 1)} <= kinds
-    assert {r["model"] for r in rows} == {"resnet18", "clip_b16", "dinov2_s"}
-    for r in rows:
+    assert {r["model"] for r in rows if r["what"] != "agreement"} == {
+        "resnet18",
+        "clip_b16",
+        "dinov2_s",
+    }
+    agreement = [r for r in rows if r["what"] == "agreement"]
+    assert len(agreement) == 5  # a row per family: both paths' features, fp32
+    for r in agreement:
+        assert r["same_errors"] and r["min_cosine"] >= 0.9999, r
+    for r in (r for r in rows if r["what"] != "agreement"):
         assert r["images_per_s"] > 0 and r["failed"] == 0 and r["share_of_forward"] > 0, r
         if r["what"] == "featurex":  # every JPEG through the GPU decoder, or none
             assert r["gpu_decoded"] == (report["images"] if r["decode"] == "gpu" else 0), r
