@@ -36,8 +36,12 @@ MODELS = {
 VARIANTS = ("featurex", "predict_batch_udf")
 
 
-def save_model(name: str, folder: Path, seed: int = 0) -> Path:
-    """The model's config with seeded random weights, and its processor, as a repo holds them."""
+def save_model(name: str, folder: Path, seed: int = 0, tiny: bool = False) -> Path:
+    """The model's config with seeded random weights, and its processor, as a repo holds them.
+
+    `tiny`: the same architecture and processor class at toy sizes (two layers of 32, 32x32
+    inputs), for the benchmarks' smoke modes.
+    """
     from transformers import (
         BitImageProcessor,
         CLIPConfig,
@@ -50,10 +54,22 @@ def save_model(name: str, folder: Path, seed: int = 0) -> Path:
     if (folder / "config.json").exists():
         return folder
     torch.manual_seed(seed)
-    if name == "clip_b16":  # openai/clip-vit-base-patch16's sizes (the configs' defaults)
+    small = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
+             "num_hidden_layers": 2}  # fmt: skip
+    toy_processor = {"size": {"shortest_edge": 36}, "crop_size": {"height": 32, "width": 32}}
+    if name == "clip_b16" and tiny:
+        text = {**small, "vocab_size": 99, "bos_token_id": 0, "eos_token_id": 1}
+        config = CLIPConfig(text_config=text, vision_config={**small, "image_size": 32,
+                            "patch_size": 8}, projection_dim=16)  # fmt: skip
+        CLIPModel(config).save_pretrained(folder)
+        CLIPImageProcessor(**toy_processor).save_pretrained(folder)
+    elif name == "clip_b16":  # openai/clip-vit-base-patch16's sizes (the configs' defaults)
         vision = {"image_size": 224, "patch_size": 16}
         CLIPModel(CLIPConfig(vision_config=vision, projection_dim=512)).save_pretrained(folder)
         CLIPImageProcessor().save_pretrained(folder)  # shortest edge 224, crop 224, bicubic
+    elif tiny:
+        Dinov2Model(Dinov2Config(**small, image_size=32, patch_size=8)).save_pretrained(folder)
+        BitImageProcessor(**toy_processor).save_pretrained(folder)
     else:  # facebook/dinov2-small's sizes and processor
         config = Dinov2Config(hidden_size=384, num_attention_heads=6, intermediate_size=1536,
                               patch_size=14, image_size=518)  # fmt: skip

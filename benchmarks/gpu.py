@@ -99,11 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         return _worker(json.loads(args.worker))
     count = args.images or (16 if args.smoke else 2048)
     started = time.perf_counter()
+    from benchmarks.families import save_model
     from benchmarks.images import make_images
 
     images = make_images(count, args.data)
     with tempfile.TemporaryDirectory(prefix="featurex-gpu-bench-") as tmp:
-        folders = {m: str(_save_model(m, Path(tmp) / m, args.smoke)) for m in MODELS}
+        folders = {m: str(save_model(m, Path(tmp) / m, tiny=args.smoke)) for m in MODELS}
         rows = plan(args.smoke)
         results = []
         for k in sorted({r["k"] for r in rows}):
@@ -445,45 +446,6 @@ MODELS = {
     "clip_b16": "CLIP ViT-B/16 (hf:, random init, save_pretrained)",
     "dinov2_s": "DINOv2-S/14 (hf:, random init, save_pretrained)",
 }
-
-
-def _save_model(name: str, folder: Path, smoke: bool) -> Path:
-    if not smoke:
-        from benchmarks.families import save_model
-
-        return save_model(name, folder)
-    import torch
-    from transformers import (
-        BitImageProcessor,
-        CLIPConfig,
-        CLIPImageProcessor,
-        CLIPModel,
-        Dinov2Config,
-        Dinov2Model,
-    )
-
-    torch.manual_seed(0)
-    tiny = {
-        "hidden_size": 32,
-        "intermediate_size": 37,
-        "num_attention_heads": 4,
-        "num_hidden_layers": 2,
-    }
-    if name == "clip_b16":
-        text = {**tiny, "vocab_size": 99, "bos_token_id": 0, "eos_token_id": 1}
-        vision = {**tiny, "image_size": 32, "patch_size": 8}
-        CLIPModel(
-            CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
-        ).save_pretrained(folder)
-        CLIPImageProcessor(
-            size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32}
-        ).save_pretrained(folder)
-    else:
-        Dinov2Model(Dinov2Config(**tiny, image_size=32, patch_size=8)).save_pretrained(folder)
-        BitImageProcessor(
-            size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32}
-        ).save_pretrained(folder)
-    return folder
 
 
 def _machine(smoke: bool) -> dict[str, Any]:
