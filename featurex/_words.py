@@ -35,9 +35,12 @@ class FlagWords(Words):
     """The command line's flags: `--batch-size`, `--weights none`, `--device cpu`,
     `--fast-decode` / `--no-fast-decode`. An option with no flag keeps its Python keyword."""
 
-    def __init__(self, flags: Mapping[str, str], switches: frozenset[str]) -> None:
+    def __init__(
+        self, flags: Mapping[str, str], switches: frozenset[str], negatable: frozenset[str]
+    ) -> None:
         self.flags = flags  # option -> its flag, "--batch-size"
-        self.switches = switches  # options given by the flag alone (True) or --no-FLAG (False)
+        self.switches = switches  # options set by the flag alone: --normalize, --fast-decode
+        self.negatable = negatable  # those of them with a --no-FLAG: --no-fast-decode
 
     def option(self, name: str, value: object = UNSET) -> str:
         flag = self.flags.get(name)
@@ -46,7 +49,9 @@ class FlagWords(Words):
         if value is UNSET:
             return flag
         if isinstance(value, bool) and name in self.switches:
-            return flag if value else f"--no-{flag.removeprefix('--')}"
+            if value:
+                return flag
+            return f"--no-{flag.removeprefix('--')}" if name in self.negatable else f"no {flag}"
         if value is None:  # "none" is the CLI's word for no weights; elsewhere, no flag
             return f"{flag} none" if name == "weights" else f"no {flag}"
         return f"{flag} {shlex.quote(str(value))}"

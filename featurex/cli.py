@@ -255,14 +255,16 @@ def _engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 def flag_words(parser: argparse.ArgumentParser) -> FlagWords:
     """How errors name options on this command line: each option by its flag."""
-    flags, switches = {}, set()
+    flags, switches, negatable = {}, set(), set()
     for action in parser._actions:  # argparse keeps no public list of them
         long = [o for o in action.option_strings if o.startswith("--")]
         if long:
             flags[action.dest] = long[0]
-            if isinstance(action, argparse.BooleanOptionalAction):
+            if action.nargs == 0:  # store_true, or --FLAG/--no-FLAG
                 switches.add(action.dest)
-    return FlagWords(flags, frozenset(switches))
+            if isinstance(action, argparse.BooleanOptionalAction):
+                negatable.add(action.dest)
+    return FlagWords(flags, frozenset(switches), frozenset(negatable))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

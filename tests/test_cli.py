@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -20,7 +21,7 @@ import torchvision
 from models_for_tests import assert_close, reference_features
 
 from featurex import ExtractorConfig
-from featurex.cli import EXIT_NO_WEIGHTS, EXIT_USAGE, main
+from featurex.cli import EXIT_NO_WEIGHTS, EXIT_USAGE, build_parser, main
 
 SCRIPT = Path(sys.executable).with_name("featurex")
 
@@ -437,3 +438,44 @@ def test_info_rejects_an_unknown_model_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == EXIT_USAGE
     assert result.stderr.startswith("featurex: error: unknown model 'resnet5O'")
     assert result.stderr.count("\n") == 1
+
+
+def test_every_option_is_a_flag_with_the_configs_default_that_reaches_the_config() -> None:
+    from featurex.cli import _config
+    from featurex.config import OPTIONS
+
+    parser = build_parser()
+    given = parser.parse_args(["extract", "in", "--output", "out"])
+    defaults = {f.name: f.default for f in dataclasses.fields(ExtractorConfig)}
+    for option in ("model", "weights", *OPTIONS):
+        if option != "transform":  # a Python callable: no flag
+            assert getattr(given, option) == defaults[option], option
+    args = parser.parse_args([
+        "extract", "in", "--output", "out", "--model", "resnet18", "--weights", "none",
+        "--seed", "3", "--batch-size", "8", "--device", "cpu", "--precision", "bf16",
+        "--decode", "cpu", "--decode-threads", "2", "--read-ahead", "4", "--normalize",
+        "--on-error", "raise", "--max-pixels", "1000000", "--no-fast-decode", "--optimize",
+        "--trust-checkpoint",
+    ])  # fmt: skip
+    assert _config(args) == ExtractorConfig(
+        model="resnet18", weights=None, seed=3, batch_size=8, device="cpu", precision="bf16",
+        decode="cpu", decode_threads=2, read_ahead=4, normalize=True, on_error="raise",
+        max_pixels=1_000_000, fast_decode=False, optimize=True, trust_checkpoint=True,
+    )  # fmt: skip
+    samples = str(Path(__file__).parents[1] / "samples")
+    int8 = parser.parse_args(["extract", "in", "-o", "out", "--weights", "none",
+                              "--precision", "int8", "--calibration", samples])  # fmt: skip
+    assert _config(int8).calibration == samples
+
+
+def test_errors_name_each_option_by_its_flag() -> None:
+    words = build_parser().parse_args(["extract", "in", "--output", "out"]).words
+    assert [
+        words.option("batch_size"), words.option("weights", None), words.option("device", "cpu"),
+        words.option("fast_decode", False), words.option("trust_checkpoint", True),
+        words.option("model", "hf:/my models/clip"), words.option("calibration", None),
+    ] == [
+        "--batch-size", "--weights none", "--device cpu", "--no-fast-decode",
+        "--trust-checkpoint", "--model 'hf:/my models/clip'", "no --calibration",
+    ]  # fmt: skip
+    assert words.option("with_errors", True) == "with_errors=True"  # no flag: its keyword
