@@ -553,7 +553,7 @@ class Source:
         listing of them (`inputFiles`, URIs as `input_file_name` spells them) holds them."""
         from urllib.parse import unquote, urlsplit
 
-        uris = sorted({u for scan in scans for u in scan.inputFiles()} - seen)
+        uris = sorted({u for scan in scans for u in self._input_files(scan, len(seen))} - seen)
 
         def hadoop_path(uri: str) -> str:  # binaryFile's `path`: the URI decoded
             parts = urlsplit(uri)
@@ -565,6 +565,22 @@ class Source:
             {"path": paths, "load": paths, "size": 0, "mtime": None, "uri": uris}
         )
         return empty
+
+    def _input_files(self, scan: DataFrame, scanned: int) -> list[str]:
+        """The files of a scan, if more than the `scanned` it read; else none.
+
+        In a few calls to the JVM: `DataFrame.inputFiles()` makes one per file (20,000 files:
+        2 s here, against 0.35 s), and py4j passes the String[] to no method taking Object[].
+        """
+        files = scan._jdf.inputFiles()
+        if len(files) <= scanned:  # the usual case: no empty file, nothing to fetch
+            return []
+        jvm, gateway = self.spark._jvm, self.spark.sparkContext._gateway
+        assert jvm is not None and gateway is not None, "a classic Spark session"
+        objects = gateway.new_array(jvm.java.lang.Object, len(files))
+        jvm.java.lang.System.arraycopy(files, 0, objects, 0, len(files))
+        joined = jvm.java.lang.String.join("\n", jvm.java.util.Arrays.asList(objects))
+        return str(joined).split("\n")  # URIs: a newline in a name is %0A
 
     def _listed(self) -> tuple[list[DataFrame], DataFrame]:
         """The scans of the INPUT folders' files, and the listing of every input (path,
