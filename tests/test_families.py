@@ -320,7 +320,9 @@ def test_cli_extract_with_an_hf_model_and_normalize(tmp_path: Path, saved: dict[
     out = tmp_path / "out.parquet"
     command = [sys.executable, "-m", "featurex", "extract", str(images), "--normalize",
                "--model", f"hf:{saved['dinov2']}", "--master", "local[1]", "-q"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "FEATUREX_LOG_LEVEL"}
+    # Without the switches the CLI sets in a process of its own (tests call it in this one).
+    switches = ("FEATUREX_LOG_LEVEL", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
+    env = {k: v for k, v in os.environ.items() if k not in switches}
     done = subprocess.run([*command, "--output", str(out)], env=env, text=True,
                           capture_output=True, timeout=600, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
