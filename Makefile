@@ -52,7 +52,7 @@ run: setup
 	  echo "*** The pipeline is real, the features are not meaningful. Use --weights PATH for a local checkpoint."; \
 	  $(BIN)/featurex extract samples --output $(OUT) --overwrite --weights none; status=$$?; \
 	fi; \
-	[ $$status -eq 0 ] && echo "features written to $(abspath $(OUT)) (Parquet: path, features, error)"; \
+	[ $$status -eq 0 ] && echo "features written to $(OUT) (Parquet: path, features, error)"; \
 	exit $$status
 
 test: setup

@@ -154,7 +154,7 @@ def chunk_costs(spark: Any, images: Path, sizes: list[int], rounds: int) -> dict
     def run(every: int) -> float:
         shutil.rmtree(out, ignore_errors=True)
         store = _runs.LocalStore(str(out))
-        job = _runs.Run(spark, store, source, _runs.feature_rows(config, "bytes", "array"))
+        job = _runs.Run(spark, store, source, _runs.feature_rows(config, "array"))
         todo = _runs.plan(listing, job.prepare(wanted, False, False), every)
         start = time.perf_counter()
         totals = job.execute(todo, lambda rows: None)

@@ -22,10 +22,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
 from ._compat import require_pyspark
-from ._types import PRECISIONS
-from .config import ExtractorConfig
+from ._logs import quiet_libraries
+from ._runs import image_extensions
+from ._types import DECODES, ON_ERRORS, PRECISIONS
+from ._words import FlagWords, opt, speaking
+from .config import OPTIONS, ExtractorConfig
 from .errors import ConfigError, MissingDependencyError, WeightsUnavailableError, first_line
 from .models import family
+from .models.runtime import DEFAULT_BATCH_SIZE
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -43,6 +47,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"featurex: error: {message} (see: featurex {command} --help)\n")
 
 
+def _default(option: str) -> Any:
+    """ExtractorConfig's default for an option: the flags' defaults are the config's."""
+    return next(f.default for f in dataclasses.fields(ExtractorConfig) if f.name == option)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="featurex", description="Image feature vectors on Apache Spark.")
     parser.add_argument("--version", action="version", version=f"featurex {__version__}")
@@ -51,17 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         "extract",
         help="extract features from image files into Parquet",
         description="Read images with Spark and write Parquet with columns path, features "
-        "(array<float>, or an MLlib vector with --output-type vector) and error (string).",
+        "(array<float>, or an MLlib vector with --output-type vector) and error (string). "
+        "Every option of the Python API has a flag here but transform, a Python callable.",
     )
     ex.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     ex.add_argument("--output", "-o", required=True, help="output Parquet folder")
     _model_arguments(ex)
-    ex.add_argument("--batch-size", type=int, default=None, help="inference batch size")
-    ex.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    ex.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    ex.add_argument(
-        "--normalize", action="store_true", help="L2-normalized features (cosine-ready)"
-    )
+    _engine_arguments(ex)
     ex.add_argument(
         "--input-type",
         default="bytes",
@@ -76,7 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=OUTPUT_TYPES,
         help="features as array<float> (default) or an MLlib DenseVector",
     )
-    ex.add_argument("--glob", default=None, help="only files whose name matches, e.g. '*.jpg'")
+    ex.add_argument(
+        "--glob",
+        default=None,
+        metavar="PATTERN",
+        help="only files in INPUT folders whose name matches, e.g. '*.jpg', or '*' for every "
+        "file (default: the image formats featurex decodes, by extension in any case: "
+        f"{', '.join(image_extensions())})",
+    )
     ex.add_argument("--master", default="local[*]", help="Spark master (default: local[*])")
     ex.add_argument(
         "--conf",
@@ -85,7 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a Spark setting, e.g. spark.executor.memory=8g (repeatable)",
     )
-    ex.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    ex.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT if it holds an earlier run's output (featurex deletes only its own "
+        "output: a folder holding other files is refused)",
+    )
     ex.add_argument(
         "--resume",
         action="store_true",
@@ -117,29 +134,146 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_arguments(info)
     info.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    parser.set_defaults(words=flag_words(ex))
     return parser
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        default="resnet50",
+        default=_default("model"),
         help="a torchvision model (default: resnet50), hf:<repo id or folder>[@revision], "
         "timm:<name>[.tag] or open_clip:<arch>",
     )
     parser.add_argument(
         "--weights",
-        default="DEFAULT",
+        default=_default("weights"),
         help="DEFAULT (the family's pretrained weights), a weights name (IMAGENET1K_V1) or "
         "open_clip tag, a checkpoint PATH (.pth/.pt/.safetensors), or none for random init",
     )
 
 
+def _engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """A flag for each option of ExtractorConfig (but transform), named after it."""
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--seed",
+        type=int,
+        default=_default("seed"),
+        metavar="N",
+        help="the random-init seed, with --weights none (default: %(default)s)",
+    )
+    model.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow a pickled full-model checkpoint (torch.save(model)), which runs code from "
+        "the file when loaded",
+    )
+    run = parser.add_argument_group("where and how fast")
+    run.add_argument(
+        "--batch-size",
+        type=int,
+        default=_default("batch_size"),
+        metavar="N",
+        help="images per forward pass (default: "
+        f"{DEFAULT_BATCH_SIZE['cpu']} on the CPU, {DEFAULT_BATCH_SIZE['cuda']} on a GPU)",
+    )
+    run.add_argument(
+        "--device",
+        default=_default("device"),
+        help="auto (a GPU where there is one), cpu, cuda or cuda:N (default: %(default)s)",
+    )
+    run.add_argument(
+        "--precision",
+        default=_default("precision"),
+        choices=PRECISIONS,
+        help="fp32; bf16 or fp16 (autocast: faster where the CPU or GPU has kernels for them, "
+        "features slightly off fp32); int8: quantized at load, on the CPU (default: %(default)s)",
+    )
+    run.add_argument(
+        "--calibration",
+        default=_default("calibration"),
+        metavar="FOLDER",
+        help="with --precision int8: a folder of images to calibrate on (default: featurex's "
+        "own six photos)",
+    )
+    run.add_argument(
+        "--decode",
+        default=_default("decode"),
+        choices=DECODES,
+        help="where images are decoded and preprocessed: auto (on the GPU when the model runs "
+        "on CUDA), cpu or gpu (default: %(default)s)",
+    )
+    run.add_argument(
+        "--decode-threads",
+        type=int,
+        default=_default("decode_threads"),
+        metavar="N",
+        help="threads decoding images in each task (default: 1 on the CPU, up to 8 on a GPU)",
+    )
+    run.add_argument(
+        "--read-ahead",
+        type=int,
+        default=_default("read_ahead"),
+        metavar="N",
+        help="--input-type path: files read at once, ahead of decoding (default: 16)",
+    )
+    run.add_argument(
+        "--optimize",
+        action=argparse.BooleanOptionalAction,
+        default=_default("optimize"),
+        help="on the CPU, run a traced, frozen graph with oneDNN fusions (checked against eager "
+        "PyTorch) (default: the family's choice)",
+    )
+    run.add_argument(
+        "--fast-decode",
+        action=argparse.BooleanOptionalAction,
+        default=_default("fast_decode"),
+        help="decode big JPEGs at a reduced DCT scale: much faster, features slightly changed "
+        "(default: on with --precision int8, off otherwise)",
+    )
+    out = parser.add_argument_group("what comes out")
+    out.add_argument(
+        "--normalize", action="store_true", help="L2-normalized features (cosine-ready)"
+    )
+    bad = parser.add_argument_group("bad images")
+    bad.add_argument(
+        "--on-error",
+        default=_default("on_error"),
+        choices=ON_ERRORS,
+        help="null: a bad image gets null features and its reason in the error column; "
+        "raise: the run fails, naming the file (default: %(default)s)",
+    )
+    bad.add_argument(
+        "--max-pixels",
+        type=int,
+        default=_default("max_pixels"),
+        metavar="N",
+        help="images with more pixels are refused from their header (default: %(default)s)",
+    )
+
+
+def flag_words(parser: argparse.ArgumentParser) -> FlagWords:
+    """How errors name options on this command line: each option by its flag."""
+    flags, switches, negatable = {}, set(), set()
+    for action in parser._actions:  # argparse keeps no public list of them
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if long:
+            flags[action.dest] = long[0]
+            if action.nargs == 0:  # store_true, or --FLAG/--no-FLAG
+                switches.add(action.dest)
+            if isinstance(action, argparse.BooleanOptionalAction):
+                negatable.add(action.dest)
+    return FlagWords(flags, frozenset(switches), frozenset(negatable))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_libraries()  # the command owns the console
     command: Callable[[argparse.Namespace], int] = _info if args.command == "info" else _extract
     try:
-        return command(args)
+        with speaking(args.words):  # errors name flags, not Python keywords
+            return command(args)
     except ConfigError as exc:
         return _fail(EXIT_USAGE, str(exc))
     except WeightsUnavailableError as exc:
@@ -156,13 +290,16 @@ def _fail(code: int, message: str) -> int:
 # ---------------------------------------------------------------- extract
 
 
-def _extract(args: argparse.Namespace) -> int:
-    from ._runs import LocalStore, check_output, fingerprint, local_path
+def _config(args: argparse.Namespace) -> ExtractorConfig:
+    """The config of the flags, which are named after its options."""
+    names = ("model", "weights", *(o for o in OPTIONS if o != "transform"))
+    return ExtractorConfig(**{name: getattr(args, name) for name in names})
 
-    config = ExtractorConfig(
-        model=args.model, weights=args.weights, batch_size=args.batch_size, device=args.device,
-        precision=args.precision, normalize=args.normalize,
-    )  # fmt: skip
+
+def _extract(args: argparse.Namespace) -> int:
+    from ._runs import LocalStore, check_output, check_overlap, fingerprint, local_path
+
+    config = _config(args)
     for setting in args.conf:
         if not re.fullmatch(r"spark\.[\w.\-]+=.*", setting):
             raise ConfigError(f"--conf expects spark.KEY=VALUE, got {setting!r}")
@@ -178,6 +315,8 @@ def _extract(args: argparse.Namespace) -> int:
         local = local_path(path)
         if local is not None and not os.path.exists(local):
             raise ConfigError(f"input not found: {path!r}")
+    check_overlap(args.inputs, args.output)
+    _check_device_here(config, args.master)
     wanted = fingerprint(config, args.input_type, args.output_type)
     local = local_path(args.output)
     if local is not None:  # elsewhere, once Spark's filesystems are up
@@ -190,6 +329,33 @@ def _extract(args: argparse.Namespace) -> int:
         return _run(spark, args, config, wanted)
     finally:
         spark.stop()
+
+
+def _check_device_here(config: ExtractorConfig, master: str) -> None:
+    """With local Spark, this machine runs the tasks: a GPU it lacks fails here, in one line.
+
+    On a cluster the executors may have GPUs the driver lacks; there a task without one
+    fails at once, saying so.
+    """
+    if not master.startswith("local"):
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    ordinal = config.device.partition(":")[2]
+    if config.device.startswith("cuda") and count <= int(ordinal or 0):
+        has = f"{count} GPU{'s' if count > 1 else ''}" if count else "no CUDA GPU"
+        raise ConfigError(
+            f"{opt('device', config.device)}, but this machine has {has}, and local Spark "
+            f"(--master {master}) runs its tasks here: pass {opt('device', 'cpu')} (or auto), "
+            f"or a --master whose executors have GPUs"
+        )
+    if config.decode == "gpu" and not count:
+        raise ConfigError(
+            f"{opt('decode', 'gpu')}, but this machine has no CUDA GPU, and local Spark "
+            f"(--master {master}) runs its tasks here: pass {opt('decode', 'auto')} (or cpu), "
+            f"or a --master whose executors have GPUs"
+        )
 
 
 def _session(master: str, conf: dict[str, str]) -> SparkSession:
@@ -223,8 +389,9 @@ def _run(
     source = Source(spark, args.inputs, args.input_type, args.glob)
     listing = source.listing()  # lists files (or listing lines) once: no image is read here
     if listing.empty:
-        return _fail(EXIT_USAGE, f"no images found in {' '.join(args.inputs)}")
-    job = Run(spark, store, source, feature_rows(config, args.input_type, args.output_type))
+        which = "" if args.glob else " (files with an image extension: --glob '*' takes all)"
+        return _fail(EXIT_USAGE, f"no images found in {' '.join(args.inputs)}{which}")
+    job = Run(spark, store, source, feature_rows(config, args.output_type))
     todo = plan(listing, job.prepare(wanted, args.resume, args.overwrite), args.commit_every)
 
     tracker = spark.sparkContext.statusTracker()
@@ -244,7 +411,7 @@ def _run(
     print(
         f"featurex: {totals.extracted} images, {totals.failed} failed, {todo.skipped} skipped "
         f"as already done, {totals.extracted / elapsed:.1f} images/s "
-        f"({elapsed:.1f} s, {args.model}, {config.precision}) -> {store.uri()}"
+        f"({elapsed:.1f} s, {args.model}, {config.precision}) -> {args.output}"
     )
     return EXIT_OK
 
@@ -347,7 +514,7 @@ class _Progress:
 
 
 def _info(args: argparse.Namespace) -> int:
-    config = ExtractorConfig(model=args.model, weights=args.weights)
+    weights = _weights(args.model, args.weights)  # a bad --model fails first, in one line
     report: dict[str, Any] = {
         "featurex": __version__,
         "python": platform.python_version(),
@@ -356,7 +523,7 @@ def _info(args: argparse.Namespace) -> int:
         "java": _java(),
         "device": _device(),
         "cpu": _cpu(),
-        "weights": _weights(config),
+        "weights": weights,
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -430,7 +597,16 @@ def _cpu() -> dict[str, Any]:
     }
 
 
-def _weights(config: ExtractorConfig) -> dict[str, Any]:
-    """Where --model's weights come from, and whether they are already on this machine."""
+def _weights(model: str, weights: str) -> dict[str, Any]:
+    """Where --model's weights come from, and whether they are already on this machine.
+
+    Weights that are not here are "not cached", whatever the family: an `hf:` repo that can
+    be neither found in the cache nor resolved on the Hub too (its commit is unknown then).
+    """
+    try:
+        config = ExtractorConfig(model=model, weights=weights)
+    except WeightsUnavailableError as exc:
+        return {"model": model, "weights": weights, "cached": False, "file": None,
+                "status": f"not cached ({exc})"}  # fmt: skip
     status = family(config.source.family).weights_status(config.source)
-    return {"model": config.model, **dataclasses.asdict(status)}
+    return {"model": model, **dataclasses.asdict(status)}

@@ -47,9 +47,11 @@ class ImageVectorizer:
     def process_images(
         self, df: DataFrame, input_col: str = "content", output_col: str = "features"
     ) -> DataFrame:
-        """`df` with `output_col` holding the features of the image bytes in `input_col`."""
-        from .spark import features_column
+        """`df` with `output_col` holding the features of the images in `input_col` (bytes,
+        paths or Spark's image struct); a column of another type fails here, before any job."""
+        from .spark import check_input, features_column
 
+        check_input(df, input_col)
         return df.withColumn(output_col, features_column(input_col, self.config))
 
     def __repr__(self) -> str:

@@ -34,6 +34,7 @@ from ._types import (
     Precision,
     Transform,
 )
+from ._words import opt
 from .errors import ConfigError
 from .models.weights import folder_version, looks_like_path
 
@@ -119,36 +120,42 @@ class ExtractorConfig:
         _check_positive("read_ahead", self.read_ahead, optional=True)
         _check_positive("max_pixels", self.max_pixels)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError(f"seed must be an int, got {self.seed!r}")
+            raise ConfigError(f"{opt('seed')} must be an int, got {self.seed!r}")
         if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
             raise ConfigError(
-                f"unknown device {self.device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
+                f"unknown {opt('device')} {self.device!r}: expected 'auto', 'cpu', 'cuda' or "
+                f"'cuda:N'"
             )
         if self.precision not in PRECISIONS:
             raise ConfigError(
-                f"unknown precision {self.precision!r}: expected one of {_choices(PRECISIONS)}"
+                f"unknown {opt('precision')} {self.precision!r}: expected one of "
+                f"{_choices(PRECISIONS)}"
             )
         if self.on_error not in ON_ERRORS:
             raise ConfigError(
-                f"unknown on_error {self.on_error!r}: expected one of {_choices(ON_ERRORS)}"
+                f"unknown {opt('on_error')} {self.on_error!r}: expected one of "
+                f"{_choices(ON_ERRORS)}"
             )
         if self.decode not in DECODES:
             raise ConfigError(
-                f"unknown decode {self.decode!r}: expected one of {_choices(DECODES)}"
+                f"unknown {opt('decode')} {self.decode!r}: expected one of {_choices(DECODES)}"
             )
         if self.decode == "gpu" and self.device == "cpu":
             raise ConfigError(
-                "decode='gpu' decodes on the GPU the model runs on, but device='cpu': pass "
-                "device='cuda' (or 'auto' on GPU workers), or decode='auto' or 'cpu'"
+                f"{opt('decode', 'gpu')} decodes on the GPU the model runs on, but "
+                f"{opt('device', 'cpu')}: pass {opt('device', 'cuda')} (or 'auto' on GPU "
+                f"workers), or {opt('decode', 'auto')} or 'cpu'"
             )
         for flag in ("fast_decode", "optimize", "trust_checkpoint", "normalize"):
             value = getattr(self, flag)
             if not isinstance(value, bool) and not (
                 flag in ("optimize", "fast_decode") and value is None
             ):
-                raise ConfigError(f"{flag} must be True or False, got {value!r}")
+                raise ConfigError(f"{opt(flag)} must be True or False, got {value!r}")
         if self.transform is not None and not callable(self.transform):
-            raise ConfigError(f"transform must be callable or None, got {self.transform!r}")
+            raise ConfigError(
+                f"{opt('transform')} must be callable or None, got {self.transform!r}"
+            )
         self._check_int8()
         if self.fast_decode is None:
             object.__setattr__(self, "fast_decode", self.precision == "int8")
@@ -178,27 +185,31 @@ class ExtractorConfig:
     def _check_int8(self) -> None:
         if self.precision == "int8" and self.device.startswith("cuda"):
             raise ConfigError(
-                f"precision='int8' runs on the CPU (x86 quantized kernels), not on "
-                f"device={self.device!r}: use device='cpu', or precision='fp16' or 'bf16' on a "
-                f"GPU (with device='auto', a GPU worker runs int8 as fp16)"
+                f"{opt('precision', 'int8')} runs on the CPU (x86 quantized kernels), not on "
+                f"{opt('device', self.device)}: use {opt('device', 'cpu')}, or "
+                f"{opt('precision', 'fp16')} or 'bf16' on a GPU (with {opt('device', 'auto')}, "
+                f"a GPU worker runs int8 as fp16)"
             )
         if self.calibration is None:
             return
         if self.precision != "int8":
             raise ConfigError(
-                f"calibration={self.calibration!r} is used only with precision='int8', got "
-                f"precision={self.precision!r}"
+                f"{opt('calibration', self.calibration)} is used only with "
+                f"{opt('precision', 'int8')}, got {opt('precision', self.precision)}"
             )
         if not isinstance(self.calibration, str | os.PathLike):
-            raise ConfigError(f"calibration must be a folder of images, got {self.calibration!r}")
+            raise ConfigError(
+                f"{opt('calibration')} must be a folder of images, got {self.calibration!r}"
+            )
         try:
             folder = models.quantize.check_folder(os.fspath(self.calibration))
         except (NotADirectoryError, FileNotFoundError) as exc:
             raise ConfigError(
-                f"calibration folder {os.fspath(self.calibration)!r} "
+                f"{opt('calibration')} folder {os.fspath(self.calibration)!r} "
                 f"{'does not exist' if isinstance(exc, NotADirectoryError) else 'holds no images'}"
                 f": pass a folder of representative images "
-                f"({', '.join(models.quantize.IMAGE_SUFFIXES)}), or None for featurex's own"
+                f"({', '.join(models.quantize.IMAGE_SUFFIXES)}), or "
+                f"{opt('calibration', None)} for featurex's own"
             ) from exc
         object.__setattr__(self, "calibration", folder)
 
@@ -207,12 +218,12 @@ class ExtractorConfig:
         cls, model: str | ModelFactory, weights: str | None, options: Mapping[str, Any]
     ) -> ExtractorConfig:
         """The config for keyword options, refusing an unknown one with the closest names."""
-        unknown = [k for k in options if k not in _OPTIONS]
+        unknown = [k for k in options if k not in OPTIONS]
         if unknown:
-            close = difflib.get_close_matches(unknown[0], _OPTIONS, n=2)
+            close = difflib.get_close_matches(unknown[0], OPTIONS, n=2)
             hint = f": did you mean {_choices(close)}?" if close else ""
             raise ConfigError(
-                f"unknown option {unknown[0]!r}{hint} (options: {', '.join(_OPTIONS)})"
+                f"unknown option {unknown[0]!r}{hint} (options: {', '.join(OPTIONS)})"
             )
         return cls(model=model, weights=weights, **options)
 
@@ -246,7 +257,7 @@ class ExtractorConfig:
 
 # The options a user passes by keyword: every field but the model, its weights and the
 # derived ones.
-_OPTIONS = tuple(
+OPTIONS = tuple(
     f.name
     for f in dataclasses.fields(ExtractorConfig)
     if f.init and f.name not in ("model", "weights")
@@ -266,7 +277,7 @@ def with_config_options(fn: _F) -> _F:
             default=fields[name].default,
             annotation=fields[name].type,
         )
-        for name in _OPTIONS
+        for name in OPTIONS
         if name not in signature.parameters
     ]
     fn.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
@@ -287,15 +298,15 @@ def _weights_arg(weights: object) -> str | None:
         return None  # the CLI and string-only APIs spell None this way
     if weights is not None and not isinstance(weights, str | os.PathLike):
         raise ConfigError(
-            f"weights must be a torchvision weights name (or 'DEFAULT', or an open_clip tag), "
-            f"a checkpoint path or None, got {weights!r}"
+            f"{opt('weights')} must be a torchvision weights name (or 'DEFAULT', or an "
+            f"open_clip tag), a checkpoint path or None, got {weights!r}"
         )
     if isinstance(weights, os.PathLike) or (isinstance(weights, str) and looks_like_path(weights)):
         path = os.path.abspath(os.fspath(weights))
         if not os.path.isfile(path):
             raise ConfigError(
                 f"checkpoint file not found: {path!r}. Pass an existing .pth/.pt/"
-                f".safetensors state_dict, a weights name, or weights=None"
+                f".safetensors state_dict, a weights name, or {opt('weights', None)}"
             )
         return path
     return weights
@@ -305,5 +316,5 @@ def _check_positive(name: str, value: object, optional: bool = False) -> None:
     if value is None and optional:
         return
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        default = " (or None for the default)" if optional else ""
-        raise ConfigError(f"{name} must be a positive int{default}, got {value!r}")
+        default = f" (or {opt(name, None)} for the default)" if optional else ""
+        raise ConfigError(f"{opt(name)} must be a positive int, got {value!r}{default}")

@@ -8,6 +8,7 @@ Connect. Its params are checked on the driver by `ExtractorConfig`, the same val
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, cast
 
 from pyspark import keyword_only
@@ -16,9 +17,11 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from .config import ExtractorConfig
+from ._types import DECODES, PRECISIONS
+from ._words import ParamWords, camel, speaking
+from .config import DEFAULT_MAX_PIXELS, OPTIONS, ExtractorConfig
 from .errors import ConfigError
-from .spark import INPUT_TYPES, InputType, features_column, input_kind
+from .spark import INPUT_TYPES, InputType, check_input, features_column
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -39,6 +42,28 @@ def _param(name: str, doc: str, converter: Any = TypeConverters.toString) -> Par
     return Param(Params._dummy(), name, doc, typeConverter=converter)
 
 
+def _or(choices: tuple[str, ...]) -> str:
+    return f"{', '.join(choices[:-1])} or {choices[-1]}"
+
+
+_INT, _BOOL = TypeConverters.toInt, TypeConverters.toBoolean
+# A param for every option of ExtractorConfig, camelCased, but `transform`: a callable is no
+# JSON a saved stage could hold.
+PARAMS = {name: camel(name) for name in ("model", "weights", *OPTIONS) if name != "transform"}
+# Errors raised while the stage validates name its params (batchSize, weights='none').
+WORDS = ParamWords({**PARAMS, "input_type": "inputType", "output_type": "outputType"})
+# The options whose default is None: a param left unset (params hold no None).
+_UNSET_IS_NONE = frozenset(
+    camel(f.name) for f in dataclasses.fields(ExtractorConfig) if f.init and f.default is None
+)
+
+
+def _config_defaults() -> dict[str, Any]:
+    """Each param's default: the config's own."""
+    fields = {f.name: f for f in dataclasses.fields(ExtractorConfig)}
+    return {param: fields[name].default for name, param in PARAMS.items()}
+
+
 class ImageFeaturizer(
     Transformer,
     HasInputCol,
@@ -54,7 +79,9 @@ class ImageFeaturizer(
 
     `outputType="array"` gives `array<float>`; `"vector"` an MLlib `DenseVector` (through
     `pyspark.ml.functions.array_to_vector`), what MLlib estimators expect. Images that cannot
-    be decoded give null (or fail the task with `onError="raise"`).
+    be decoded give null (or fail the task with `onError="raise"`). There is a param for each
+    of `ExtractorConfig`'s options, camelCased, except `transform`: a Python callable is no
+    param a saved stage could hold, so the stage uses the family's own preprocessing.
     """
 
     model: Param[str] = _param(
@@ -65,17 +92,46 @@ class ImageFeaturizer(
         "weights", "DEFAULT (the family's pretrained weights), a weights name or tag, a "
         "checkpoint path, or 'none' for a seeded random init",
     )  # fmt: skip
+    seed: Param[int] = _param("seed", "the random-init seed, with weights 'none'", _INT)
     batchSize: Param[int] = _param(
-        "batchSize", "images per forward pass (unset: the device's default)", TypeConverters.toInt
+        "batchSize", "images per forward pass (unset: the device's default)", _INT
     )
     device: Param[str] = _param("device", "auto, cpu, cuda or cuda:N")
-    precision: Param[str] = _param("precision", "fp32, bf16 or fp16")
-    normalize: Param[bool] = _param(
-        "normalize", "L2-normalized feature rows (cosine-ready)", TypeConverters.toBoolean
+    precision: Param[str] = _param(
+        "precision", f"{_or(PRECISIONS)} (bf16, fp16: autocast; int8: quantized, on the CPU)"
     )
+    calibration: Param[str] = _param(
+        "calibration", "with precision int8: a folder of images to calibrate on (unset: "
+        "featurex's own)",
+    )  # fmt: skip
+    decodeThreads: Param[int] = _param(
+        "decodeThreads", "threads decoding images per task (unset: the device's default)", _INT
+    )
+    decode: Param[str] = _param(
+        "decode", f"where images are decoded and preprocessed: {_or(DECODES)} (auto: the GPU "
+        "when the model runs on CUDA)",
+    )  # fmt: skip
+    readAhead: Param[int] = _param(
+        "readAhead", "path inputs: files read at once ahead of decoding (unset: 16)", _INT
+    )
+    normalize: Param[bool] = _param("normalize", "L2-normalized feature rows (cosine-ready)", _BOOL)
     onError: Param[str] = _param(
         "onError", "null: an undecodable image gives null; raise: fail the task naming the row"
     )
+    maxPixels: Param[int] = _param(
+        "maxPixels", "images with more pixels are refused from their header", _INT
+    )
+    fastDecode: Param[bool] = _param(
+        "fastDecode", "decode big JPEGs at a reduced DCT scale (unset: on for int8 only)", _BOOL
+    )
+    optimize: Param[bool] = _param(
+        "optimize", "on the CPU, a traced, frozen and fused graph (unset: the family's default)",
+        _BOOL,
+    )  # fmt: skip
+    trustCheckpoint: Param[bool] = _param(
+        "trustCheckpoint", "allow a pickled full-model checkpoint, which runs code when loaded",
+        _BOOL,
+    )  # fmt: skip
     outputType: Param[str] = _param(
         "outputType", "array: array<float>; vector: an MLlib DenseVector"
     )
@@ -93,19 +149,28 @@ class ImageFeaturizer(
         outputCol: str = "features",
         model: str = "resnet50",
         weights: str | None = "DEFAULT",
+        seed: int = 0,
         batchSize: int | None = None,
         device: str = "auto",
         precision: str = "fp32",
+        calibration: str | None = None,
+        decodeThreads: int | None = None,
+        decode: str = "auto",
+        readAhead: int | None = None,
         normalize: bool = False,
         onError: str = "null",
+        maxPixels: int = DEFAULT_MAX_PIXELS,
+        fastDecode: bool | None = None,
+        optimize: bool | None = None,
+        trustCheckpoint: bool = False,
         outputType: str = "array",
         inputType: str = "auto",
     ) -> None:
         super().__init__()
+        # The config's own defaults; an option whose default is None is a param left unset.
         self._setDefault(
-            inputCol="content", outputCol="features", model="resnet50", weights="DEFAULT",
-            device="auto", precision="fp32", normalize=False, onError="null",
-            outputType="array", inputType="auto",
+            inputCol="content", outputCol="features", outputType="array", inputType="auto",
+            **{p: v for p, v in _config_defaults().items() if v is not None},
         )  # fmt: skip
         self._apply(self._input_kwargs)
         self.extractor_config()  # fail here, not in the first job
@@ -118,11 +183,20 @@ class ImageFeaturizer(
         outputCol: str | None = None,
         model: str | None = None,
         weights: str | None = None,
+        seed: int | None = None,
         batchSize: int | None = None,
         device: str | None = None,
         precision: str | None = None,
+        calibration: str | None = None,
+        decodeThreads: int | None = None,
+        decode: str | None = None,
+        readAhead: int | None = None,
         normalize: bool | None = None,
         onError: str | None = None,
+        maxPixels: int | None = None,
+        fastDecode: bool | None = None,
+        optimize: bool | None = None,
+        trustCheckpoint: bool | None = None,
         outputType: str | None = None,
         inputType: str | None = None,
     ) -> ImageFeaturizer:
@@ -133,45 +207,48 @@ class ImageFeaturizer(
 
     def _apply(self, kwargs: dict[str, Any]) -> ImageFeaturizer:
         # Saved params are JSON, read back through the type converters, which refuse None:
-        # store weights=None as "none" and batchSize=None as unset.
+        # store weights=None as "none", and None for an optional option as unset.
         kwargs = dict(kwargs)
         if "weights" in kwargs and kwargs["weights"] is None:
             kwargs["weights"] = "none"
-        if "batchSize" in kwargs and kwargs["batchSize"] is None:
-            del kwargs["batchSize"]
-            self.clear(self.batchSize)
+        for name in [n for n, v in kwargs.items() if v is None and n in _UNSET_IS_NONE]:
+            del kwargs[name]
+            self.clear(self.getParam(name))
         return self._set(**kwargs)
 
     def extractor_config(self) -> ExtractorConfig:
         """The validated `ExtractorConfig` for the current params; raises `ConfigError`."""
-        output_type = self.getOutputType()
-        if output_type not in OUTPUT_TYPES:
-            raise ConfigError(f"unknown outputType {output_type!r}: expected 'array' or 'vector'")
-        input_type = self.getInputType()
-        if input_type not in INPUT_TYPES:
-            expected = ", ".join(repr(t) for t in INPUT_TYPES)
-            raise ConfigError(f"unknown inputType {input_type!r}: expected one of {expected}")
-        return ExtractorConfig(
-            model=self.getModel(),
-            weights=self.getWeights(),
-            batch_size=self.getBatchSize(),
-            device=self.getDevice(),
-            precision=self.getPrecision(),  # type: ignore[arg-type]  # checked by the config
-            normalize=self.getNormalize(),
-            on_error=self.getOnError(),  # type: ignore[arg-type]
-        )
+        with speaking(WORDS):
+            output_type = self.getOutputType()
+            if output_type not in OUTPUT_TYPES:
+                raise ConfigError(
+                    f"unknown outputType {output_type!r}: expected 'array' or 'vector'"
+                )
+            input_type = self.getInputType()
+            if input_type not in INPUT_TYPES:
+                expected = ", ".join(repr(t) for t in INPUT_TYPES)
+                raise ConfigError(f"unknown inputType {input_type!r}: expected one of {expected}")
+            options: dict[str, Any] = {
+                name: self._optional(self.getParam(param)) for name, param in PARAMS.items()
+            }
+            return ExtractorConfig(**options)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         config = self.extractor_config()  # on the driver, before any job
         # A column of the wrong type fails here, naming its Spark type (schema only, no job).
         input_col, input_type = self.getInputCol(), cast(InputType, self.getInputType())
-        input_kind(dataset.select(input_col).schema.fields[0].dataType, input_type)
+        with speaking(WORDS):
+            check_input(dataset, input_col, input_type)
         column = features_column(input_col, config, input_type=input_type)
         if self.getOutputType() == "vector":
             column = to_vector(column)
         return dataset.withColumn(self.getOutputCol(), column)
 
-    # Setters and getters, in the pyspark.ml style.
+    # Setters and getters, in the pyspark.ml style. A getter of an option whose default is
+    # None returns None while its param is unset.
+    def _optional(self, param: Param[Any]) -> Any:
+        return self.getOrDefault(param) if self.isDefined(param) else None
+
     def setInputCol(self, value: str) -> ImageFeaturizer:
         return self._set(inputCol=value)
 
@@ -191,14 +268,19 @@ class ImageFeaturizer(
         """The weights: a torchvision name, a checkpoint path, or "none" (random init)."""
         return str(self.getOrDefault(self.weights))
 
+    def setSeed(self, value: int) -> ImageFeaturizer:
+        return self._set(seed=value)
+
+    def getSeed(self) -> int:
+        return int(self.getOrDefault(self.seed))
+
     def setBatchSize(self, value: int | None) -> ImageFeaturizer:
         return self._apply({"batchSize": value})
 
     def getBatchSize(self) -> int | None:
         """The batch size, or None (unset) for the device's default."""
-        if not self.isDefined(self.batchSize):
-            return None
-        return int(self.getOrDefault(self.batchSize))
+        value = self._optional(self.batchSize)
+        return None if value is None else int(value)
 
     def setDevice(self, value: str) -> ImageFeaturizer:
         return self._set(device=value)
@@ -212,6 +294,33 @@ class ImageFeaturizer(
     def getPrecision(self) -> str:
         return str(self.getOrDefault(self.precision))
 
+    def setCalibration(self, value: str | None) -> ImageFeaturizer:
+        return self._apply({"calibration": value})
+
+    def getCalibration(self) -> str | None:
+        value = self._optional(self.calibration)
+        return None if value is None else str(value)
+
+    def setDecodeThreads(self, value: int | None) -> ImageFeaturizer:
+        return self._apply({"decodeThreads": value})
+
+    def getDecodeThreads(self) -> int | None:
+        value = self._optional(self.decodeThreads)
+        return None if value is None else int(value)
+
+    def setDecode(self, value: str) -> ImageFeaturizer:
+        return self._set(decode=value)
+
+    def getDecode(self) -> str:
+        return str(self.getOrDefault(self.decode))
+
+    def setReadAhead(self, value: int | None) -> ImageFeaturizer:
+        return self._apply({"readAhead": value})
+
+    def getReadAhead(self) -> int | None:
+        value = self._optional(self.readAhead)
+        return None if value is None else int(value)
+
     def setNormalize(self, value: bool) -> ImageFeaturizer:
         return self._set(normalize=value)
 
@@ -223,6 +332,32 @@ class ImageFeaturizer(
 
     def getOnError(self) -> str:
         return str(self.getOrDefault(self.onError))
+
+    def setMaxPixels(self, value: int) -> ImageFeaturizer:
+        return self._set(maxPixels=value)
+
+    def getMaxPixels(self) -> int:
+        return int(self.getOrDefault(self.maxPixels))
+
+    def setFastDecode(self, value: bool | None) -> ImageFeaturizer:
+        return self._apply({"fastDecode": value})
+
+    def getFastDecode(self) -> bool | None:
+        value = self._optional(self.fastDecode)
+        return None if value is None else bool(value)
+
+    def setOptimize(self, value: bool | None) -> ImageFeaturizer:
+        return self._apply({"optimize": value})
+
+    def getOptimize(self) -> bool | None:
+        value = self._optional(self.optimize)
+        return None if value is None else bool(value)
+
+    def setTrustCheckpoint(self, value: bool) -> ImageFeaturizer:
+        return self._set(trustCheckpoint=value)
+
+    def getTrustCheckpoint(self) -> bool:
+        return bool(self.getOrDefault(self.trustCheckpoint))
 
     def setOutputType(self, value: str) -> ImageFeaturizer:
         return self._set(outputType=value)

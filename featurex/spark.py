@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql.pandas.functions import pandas_udf as _pandas_udf
 from pyspark.sql.types import (
     ArrayType,
@@ -30,7 +30,9 @@ from pyspark.sql.types import (
 )
 
 from ._compat import has_arrow_udfs, is_column
+from ._logs import quiet_libraries
 from ._types import ModelFactory
+from ._words import opt
 from .config import ExtractorConfig, with_config_options
 from .decode import PixelRecord
 from .errors import ConfigError
@@ -84,28 +86,36 @@ def features_column(
 ) -> Column:
     """The Column for an already validated config."""
     if not isinstance(with_errors, bool):
-        raise ConfigError(f"with_errors must be True or False, got {with_errors!r}")
+        raise ConfigError(f"{opt('with_errors')} must be True or False, got {with_errors!r}")
     if input_type not in INPUT_TYPES:
         raise ConfigError(
-            f"unknown input_type {input_type!r}: expected one of "
+            f"unknown {opt('input_type')} {input_type!r}: expected one of "
             f"{', '.join(map(repr, INPUT_TYPES))}"
         )
     for name, value in (("col", col), ("path_col", path_col)):
         if value is None and name == "path_col":
             continue
         if not (isinstance(value, str) or is_column(value)):  # classic or Connect, any pyspark
-            raise ConfigError(f"{name} must be a column name or a Column, got {value!r}")
+            raise ConfigError(f"{opt(name)} must be a column name or a Column, got {value!r}")
     udf = features_udf(config, with_errors, input_type, path_col is not None)
     column: Column = udf(col) if path_col is None else udf(col, path_col)
     return column
 
 
-def input_kind(data_type: DataType, input_type: InputType = "auto") -> str:
+def check_input(df: DataFrame, col: str, input_type: InputType = "auto") -> str:
+    """On the driver, for callers that hold the DataFrame (`ImageFeaturizer`,
+    `ImageVectorizer.process_images`, the CLI): the kind of column `col`, or a ConfigError
+    naming its Spark type. Reads the schema only: no job runs."""
+    return input_kind(df.select(col).schema.fields[0].dataType, input_type, col)
+
+
+def input_kind(data_type: DataType, input_type: InputType = "auto", name: str = "") -> str:
     """On the driver: "bytes", "path" or "image" for a column's Spark type, or a ConfigError.
 
-    For callers that see the DataFrame (the Transformer, the CLI): a wrong column fails at
-    analysis, before any job, naming Spark's type.
+    A wrong column fails at analysis, before any job, naming Spark's type (and the column,
+    `name`, when given).
     """
+    column = f"the input column {name!r}" if name else "the input column"
     if isinstance(data_type, BinaryType):
         kind = "bytes"
     elif isinstance(data_type, StringType):
@@ -114,14 +124,14 @@ def input_kind(data_type: DataType, input_type: InputType = "auto") -> str:
         kind = "image"
     else:
         raise ConfigError(
-            f"the input column has Spark type {data_type.simpleString()}: featurex expects "
+            f"{column} has Spark type {data_type.simpleString()}: featurex expects "
             f"binary image bytes (binaryFile's 'content'), a string column of paths, or the "
             f"struct of spark.read.format('image') (its 'image' column)"
         )
     if input_type not in ("auto", kind):
         raise ConfigError(
-            f"input_type={input_type!r}, but the input column has Spark type "
-            f"{data_type.simpleString()}, which is input_type={kind!r}"
+            f"{opt('input_type', input_type)}, but {column} has Spark type "
+            f"{data_type.simpleString()}, which is {opt('input_type', kind)}"
         )
     return kind
 
@@ -222,6 +232,7 @@ def _stream(
             break
     if not any(inputs for inputs, _ in leading):
         return  # no rows: nothing to load
+    quiet_libraries()  # no progress bars from every worker in the job's output
     extractor = FeatureExtractor.from_config(config, _task_device(config))
     _load_and_settle(extractor)
     stream = itertools.chain(leading, items)

@@ -28,7 +28,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def spark() -> Iterator[object]:
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from pyspark import cloudpickle
     from pyspark.sql import SparkSession
 
@@ -43,6 +43,8 @@ def spark() -> Iterator[object]:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.sql.shuffle.partitions", "2")
+        # Tables (the README's saveAsTable) go to a temporary folder, not the checkout.
+        .config("spark.sql.warehouse.dir", str(tmp_path_factory.mktemp("warehouse")))
         # A crashed Python worker's traceback goes into the task's error.
         .config("spark.python.worker.faulthandler.enabled", "true")
         # Tests fail jobs on purpose. On pyspark 3.5, when a task is killed (a sibling task

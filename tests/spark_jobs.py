@@ -128,7 +128,7 @@ def _chunked(spark: SparkSession, images: str, out: str) -> None:
         store = _runs.LocalStore(out)
         _runs.check_output(store, wanted, resume=True, overwrite=False)
         source = _runs.Source(spark, [images], "bytes", glob)
-        job = _runs.Run(spark, store, source, _runs.feature_rows(config, "bytes", "array"))
+        job = _runs.Run(spark, store, source, _runs.feature_rows(config, "array"))
         todo = _runs.plan(source.listing(), job.prepare(wanted, True, False), every=5)
         totals = job.execute(todo, lambda rows: None)
         runs.append({"total": todo.total, "skipped": todo.skipped, "extracted": totals.extracted,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -19,9 +20,16 @@ import torch
 import torchvision
 from models_for_tests import assert_close, reference_features
 
-from featurex.cli import EXIT_NO_WEIGHTS, EXIT_USAGE, main
+from featurex import ExtractorConfig
+from featurex.cli import EXIT_NO_WEIGHTS, EXIT_USAGE, build_parser, main
 
 SCRIPT = Path(sys.executable).with_name("featurex")
+
+
+def _inputs(tmp_path: Path) -> str:
+    """An INPUT folder of its own: an --output inside it would be refused."""
+    (tmp_path / "in").mkdir(exist_ok=True)
+    return str(tmp_path / "in")
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -39,6 +47,8 @@ def test_extract_end_to_end_with_progress_lines(image_dir: Path, tmp_path: Path)
     inputs = tmp_path / "in"
     shutil.copytree(image_dir, inputs)
     (inputs / "nested" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (inputs / "empty.jpg").write_bytes(b"")  # Spark's file scans skip it: listed all the same
+    (inputs / "README.txt").write_text("not an image: not an input either, without --glob")
     out = tmp_path / "features.parquet"
     # Chunks of 4 images: progress counts the images of each chunk as it commits.
     result = _run("extract", str(inputs), "--output", str(out), "--model", "resnet18",
@@ -46,26 +56,29 @@ def test_extract_end_to_end_with_progress_lines(image_dir: Path, tmp_path: Path)
                   "--commit-every", "4", "--progress-every", "0.2")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
-    assert summary.startswith("featurex: 13 images, 1 failed, ")
-    assert "images/s" in summary and str(out) in summary
+    assert summary.startswith("featurex: 14 images, 2 failed, ")
+    assert "images/s" in summary and summary.endswith(f"-> {out}")
     table = pq.read_table(out).to_pandas()
     assert list(table.columns) == ["path", "features", "error"]
-    assert len(table) == 13 and table["path"].is_unique
+    assert len(table) == 14 and table["path"].is_unique
+    assert not table["path"].str.endswith("README.txt").any()
     broken = table[table["path"].str.endswith("broken.jpg")].iloc[0]
     assert broken["features"] is None and broken["error"]
+    empty = table.set_index("path").loc[f"file:{inputs}/empty.jpg"]
+    assert empty["features"] is None and empty["error"] == "empty input (0 bytes)"
     good = table[table["error"].isna()]
     assert len(good) == 12
     assert all(len(f) == 512 and np.isfinite(f).all() for f in good["features"])
 
     # Not a terminal: plain lines, images counted as their chunks commit.
     progress = re.findall(
-        r"^featurex: progress (\d+)/13 images \((\d+)%\), [\d.]+ images/s, \d+ s(?:, tasks \d+/\d+)?$",
+        r"^featurex: progress (\d+)/14 images \((\d+)%\), [\d.]+ images/s, \d+ s(?:, tasks \d+/\d+)?$",
         result.stderr, re.M,
     )  # fmt: skip
     done = [int(d) for d, _ in progress]
-    assert done[-1] == 13 and progress[-1][1] == "100"
-    assert done == sorted(done) and set(done) <= {0, 4, 8, 12, 13}, done
-    assert any(0 < d < 13 for d in done), done
+    assert done[-1] == 14 and progress[-1][1] == "100"
+    assert done == sorted(done) and set(done) <= {0, 4, 8, 12, 14}, done
+    assert any(0 < d < 14 for d in done), done
     # Counted, never estimated (an estimate from the task counts would read "~N").
     assert "~" not in result.stderr and "\r" not in result.stderr
 
@@ -81,10 +94,17 @@ def test_extract_end_to_end_with_progress_lines(image_dir: Path, tmp_path: Path)
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--batch-size", "0"], "batch_size must be a positive int"),
+        # In the command line's words: flags, not Python keywords.
+        (["--batch-size", "0"], "--batch-size must be a positive int, got 0 (or no --batch-size for the default)"),
+        (["--read-ahead", "-1"], "--read-ahead must be a positive int, got -1"),
+        (["--max-pixels", "0"], "--max-pixels must be a positive int, got 0"),
         (["--model", "resnet5O"], "unknown model 'resnet5O': did you mean 'resnet50'"),
-        (["--device", "tpu"], "unknown device 'tpu'"),
-        (["--weights", "/missing/model.pth"], "checkpoint file not found: '/missing/model.pth'"),
+        (["--model", "tf:resnet50"], "unknown model family 'tf:' in --model tf:resnet50: did you mean 'resnet50'? (the families are 'hf:', 'timm:' and 'open_clip:'; a plain name is torchvision's)"),
+        (["--device", "tpu"], "unknown --device 'tpu'"),
+        (["--weights", "/missing/model.pth"], "checkpoint file not found: '/missing/model.pth'. Pass an existing .pth/.pt/.safetensors state_dict, a weights name, or --weights none"),
+        (["--precision", "int8", "--device", "cuda"], "--precision int8 runs on the CPU (x86 quantized kernels), not on --device cuda: use --device cpu"),
+        (["--calibration", "/missing"], "--calibration /missing is used only with --precision int8, got --precision fp32"),
+        (["--decode", "gpu", "--device", "cpu"], "--decode gpu decodes on the GPU the model runs on, but --device cpu: pass --device cuda"),
         (
             ["--conf", "executor.memory=8g"],
             "--conf expects spark.KEY=VALUE, got 'executor.memory=8g'",
@@ -96,11 +116,11 @@ def test_extract_end_to_end_with_progress_lines(image_dir: Path, tmp_path: Path)
             "--resume keeps OUT and --overwrite replaces it: pass one of them",
         ),
     ],
-)
+)  # fmt: skip
 def test_bad_arguments_exit_2_with_one_line(
     args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["extract", str(tmp_path), "--output", str(tmp_path / "o"), *args])
+    code = main(["extract", _inputs(tmp_path), "--output", str(tmp_path / "o"), *args])
     assert code == EXIT_USAGE
     err = capsys.readouterr().err
     assert message in err and err.startswith("featurex: error: ")
@@ -111,7 +131,7 @@ def test_bad_choice_exits_2_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["extract", str(tmp_path), "--output", str(tmp_path / "o"), "--precision", "int4"])
+        main(["extract", _inputs(tmp_path), "--output", str(tmp_path / "o"), "--precision", "int4"])
     assert info.value.code == EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("featurex: error: argument --precision: invalid choice: 'int4'")
@@ -125,7 +145,7 @@ def test_bad_input_or_output_type_exits_2_naming_the_choices(
     option: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["extract", str(tmp_path), "--output", str(tmp_path / "o"), option, value])
+        main(["extract", _inputs(tmp_path), "--output", str(tmp_path / "o"), option, value])
     assert info.value.code == EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith(f"featurex: error: argument {option}: invalid choice: '{value}'")
@@ -143,26 +163,70 @@ def test_no_internet_exits_3_naming_the_alternatives(tmp_path: Path) -> None:
     proxy = "http://127.0.0.1:9"
     env = {"TORCH_HOME": str(tmp_path / "torch"), "https_proxy": proxy, "HTTPS_PROXY": proxy,
            "http_proxy": proxy, "HTTP_PROXY": proxy, "no_proxy": "", "NO_PROXY": ""}  # fmt: skip
-    result = _run("extract", str(tmp_path), "--output", str(tmp_path / "o"),
+    result = _run("extract", _inputs(tmp_path), "--output", str(tmp_path / "o"),
                   "--model", "resnet18", env=env)  # fmt: skip
     assert result.returncode == EXIT_NO_WEIGHTS
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "cannot download ResNet18_Weights.IMAGENET1K_V1" in lines[0]
-    assert "--weights PATH" in lines[0] and "--weights none" in lines[0]
+    # In the command line's words.
+    assert "--weights /path/to/checkpoint.pth" in lines[0] and "--weights none" in lines[0]
+    assert "weights=None" not in lines[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "cuda"], "--device cuda, but this machine has no CUDA GPU, and local Spark (--master local[*]) runs its tasks here: pass --device cpu (or auto), or a --master whose executors have GPUs"),
+        (["--device", "cuda:1", "--master", "local[2]"], "--device cuda:1, but this machine has no CUDA GPU, and local Spark (--master local[2])"),
+        (["--decode", "gpu"], "--decode gpu, but this machine has no CUDA GPU, and local Spark (--master local[*]) runs its tasks here: pass --decode auto (or cpu), or a --master whose executors have GPUs"),
+    ],
+)  # fmt: skip
+def test_a_gpu_this_machine_lacks_exits_2_before_local_spark_starts(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["extract", _inputs(tmp_path), "--output", str(tmp_path / "o"),
+                 "--weights", "none", *args])  # fmt: skip
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"featurex: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_on_a_cluster_the_executors_gpus_are_not_the_drivers() -> None:
+    # The driver may have no GPU where the executors do: nothing is refused here (a task
+    # on an executor without one fails at once: tests/test_spark.py).
+    from featurex.cli import _check_device_here
+
+    config = ExtractorConfig(model="resnet18", weights=None, device="cuda", decode="gpu")
+    _check_device_here(config, "spark://cluster:7077")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the job must fail for want of CUDA")
-def test_a_failing_job_exits_1_with_the_workers_reason(image_dir: Path, tmp_path: Path) -> None:
-    result = _run("extract", str(image_dir / "img01.png"), "--output", str(tmp_path / "o"),
-                  "--model", "resnet18", "--weights", "none", "--device", "cuda", "-q")  # fmt: skip
+def test_a_failed_run_exits_1_with_the_workers_reason_and_the_same_command_runs_again(
+    image_dir: Path, tmp_path: Path
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a.png").write_bytes((image_dir / "img01.png").read_bytes())
+    (inputs / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    out = tmp_path / "o"
+    command = ("extract", str(inputs), "--output", str(out), "--model", "resnet18",
+               "--weights", "none", "--on-error", "raise", "--master", "local[1]", "-q")  # fmt: skip
+    result = _run(*command)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last == (
-        "featurex: error: the job failed: "
-        "RuntimeError: device='cuda' but CUDA is not available in this process"
-    )
+    assert last.startswith(
+        f"featurex: error: the job failed: ImageError: cannot featurize 'file:{inputs}/b.jpg': "
+    ), last
+    # It committed nothing, and left its manifest: the same command runs again as it was.
+    assert (out / "_featurex" / "manifest.json").is_file() and not list(out.glob("chunk-*"))
+    (inputs / "b.jpg").unlink()
+    again = _run(*command)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.strip().startswith("featurex: 1 images, 0 failed, ")
+    assert pq.read_table(out).num_rows == 1
 
 
 def test_version_and_module_entry_point() -> None:
@@ -173,29 +237,82 @@ def test_version_and_module_entry_point() -> None:
     assert result.returncode == 0 and result.stdout.strip() == f"featurex {featurex.__version__}"
 
 
+def _featurex_output(out: Path) -> None:
+    """What an earlier run left in OUT: its manifest, a committed chunk and its record."""
+    (out / "_featurex" / "chunks").mkdir(parents=True)
+    (out / "_featurex" / "manifest.json").write_text(json.dumps({"format": 1, "fingerprint": {}}))
+    (out / "_featurex" / "chunks" / "chunk-000009.json").write_text(
+        json.dumps({"file": "chunk-000009.parquet", "paths": ["x"], "sizes": [1], "mtimes": [1]})
+    )
+    pd.DataFrame({"path": ["x"], "features": [[0.0]], "error": [None]}).to_parquet(
+        out / "chunk-000009.parquet"
+    )
+
+
+def test_overwrite_refuses_a_folder_featurex_did_not_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("a user's notes")
+    code = main(["extract", _inputs(tmp_path), "--output", str(theirs), "--overwrite",
+                 "--weights", "none"])  # fmt: skip
+    assert code == EXIT_USAGE
+    assert capsys.readouterr().err == (
+        f"featurex: error: --overwrite: output {str(theirs)!r} was not written by featurex "
+        "extract (no _featurex/manifest.json), and featurex replaces only its own output: pass "
+        "another --output, or empty or remove that folder yourself\n"
+    )
+    assert (theirs / "notes.txt").read_text() == "a user's notes"
+
+
+@pytest.mark.parametrize(
+    ("inputs", "output", "message"),
+    [
+        ("in", "in/out", "--output '{t}/in/out' is inside the input '{t}/in', so a later run would read its own files as images: pass an --output outside the inputs"),
+        ("in", "in", "--output '{t}/in' is inside the input '{t}/in'"),
+        ("out/in", "out", "the input '{t}/out/in' is inside --output '{t}/out', which featurex writes and --overwrite replaces: pass an --output outside the inputs"),
+    ],
+)  # fmt: skip
+def test_an_output_and_an_input_inside_one_another_are_refused(
+    inputs: str, output: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / inputs).mkdir(parents=True)
+    code = main(["extract", str(tmp_path / inputs), "--output", str(tmp_path / output),
+                 "--weights", "none"])  # fmt: skip
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"featurex: error: {message.format(t=tmp_path)}") and err.count("\n") == 1
+
+
 @pytest.mark.slow
 def test_an_existing_output_is_replaced_only_with_overwrite(
     image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("earlier results")
+    _featurex_output(out)
     as_file = tmp_path / "out.parquet"
     as_file.write_text("not a folder")
-    for target in (str(out), f"file://{as_file}", f"file:{out}"):  # paths and file: URIs
+    for target, message in (
+        (str(out), f"output {str(out)!r} exists: pass --overwrite to replace it (or --resume"),
+        (f"file:{out}", f"output 'file:{out}' exists: pass --overwrite"),  # a file: URI
+        (f"file://{as_file}", f"output 'file://{as_file}' is a file, which featurex does not"),
+    ):
         code = main(["extract", str(image_dir), "--output", target, "--weights", "none"])
         assert code == EXIT_USAGE
-        assert f"output {target!r} exists: pass --overwrite" in capsys.readouterr().err
-    assert (out / "keep.txt").read_text() == "earlier results" and as_file.is_file()
+        assert message in capsys.readouterr().err
+    assert as_file.read_text() == "not a folder"
 
     # --overwrite replaces it. This run reads the PNGs (--glob) with Spark's image source.
     result = _run("extract", str(image_dir), "--output", f"file://{out}", "--overwrite", "-q",
                   "--input-type", "image", "--glob", "*.png", "--model", "resnet18",
                   "--weights", "none", "--master", "local[1]")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert not (out / "keep.txt").exists()
+    assert not (out / "chunk-000009.parquet").exists()
     summary = result.stdout.strip().splitlines()[-1]
-    assert summary.startswith("featurex: 3 images, 0 failed, ") and summary.endswith(f"-> {out}")
+    # OUT as the user wrote it.
+    assert summary.startswith("featurex: 3 images, 0 failed, ")
+    assert summary.endswith(f"-> file://{out}")
     table = pd.read_parquet(out)
     assert len(table) == 3 and table["path"].str.endswith(".png").all()
     assert table["error"].isna().all()
@@ -321,3 +438,44 @@ def test_info_rejects_an_unknown_model_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == EXIT_USAGE
     assert result.stderr.startswith("featurex: error: unknown model 'resnet5O'")
     assert result.stderr.count("\n") == 1
+
+
+def test_every_option_is_a_flag_with_the_configs_default_that_reaches_the_config() -> None:
+    from featurex.cli import _config
+    from featurex.config import OPTIONS
+
+    parser = build_parser()
+    given = parser.parse_args(["extract", "in", "--output", "out"])
+    defaults = {f.name: f.default for f in dataclasses.fields(ExtractorConfig)}
+    for option in ("model", "weights", *OPTIONS):
+        if option != "transform":  # a Python callable: no flag
+            assert getattr(given, option) == defaults[option], option
+    args = parser.parse_args([
+        "extract", "in", "--output", "out", "--model", "resnet18", "--weights", "none",
+        "--seed", "3", "--batch-size", "8", "--device", "cpu", "--precision", "bf16",
+        "--decode", "cpu", "--decode-threads", "2", "--read-ahead", "4", "--normalize",
+        "--on-error", "raise", "--max-pixels", "1000000", "--no-fast-decode", "--optimize",
+        "--trust-checkpoint",
+    ])  # fmt: skip
+    assert _config(args) == ExtractorConfig(
+        model="resnet18", weights=None, seed=3, batch_size=8, device="cpu", precision="bf16",
+        decode="cpu", decode_threads=2, read_ahead=4, normalize=True, on_error="raise",
+        max_pixels=1_000_000, fast_decode=False, optimize=True, trust_checkpoint=True,
+    )  # fmt: skip
+    samples = str(Path(__file__).parents[1] / "samples")
+    int8 = parser.parse_args(["extract", "in", "-o", "out", "--weights", "none",
+                              "--precision", "int8", "--calibration", samples])  # fmt: skip
+    assert _config(int8).calibration == samples
+
+
+def test_errors_name_each_option_by_its_flag() -> None:
+    words = build_parser().parse_args(["extract", "in", "--output", "out"]).words
+    assert [
+        words.option("batch_size"), words.option("weights", None), words.option("device", "cpu"),
+        words.option("fast_decode", False), words.option("trust_checkpoint", True),
+        words.option("model", "hf:/my models/clip"), words.option("calibration", None),
+    ] == [
+        "--batch-size", "--weights none", "--device cpu", "--no-fast-decode",
+        "--trust-checkpoint", "--model 'hf:/my models/clip'", "no --calibration",
+    ]  # fmt: skip
+    assert words.option("with_errors", True) == "with_errors=True"  # no flag: its keyword

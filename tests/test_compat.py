@@ -80,3 +80,14 @@ def test_image_vectorizer_pickles_small_without_session_or_model() -> None:
 def test_image_vectorizer_validates_on_construction() -> None:
     with pytest.raises(fx.FeatureXError, match="unknown model 'resnet9000'"):
         fx.ImageVectorizer(model="resnet9000")
+
+
+def test_process_images_checks_the_column_type_on_the_driver(spark: SparkSession) -> None:
+    # The DataFrame is at hand: a column of another type fails here, not in a task.
+    ids = spark.range(3)
+    vectorizer = fx.ImageVectorizer(model="resnet18", weights=None)
+    with pytest.raises(
+        fx.FeatureXError,
+        match=r"^the input column 'id' has Spark type bigint: featurex expects binary image bytes",
+    ):
+        vectorizer.process_images(ids, input_col="id")

@@ -295,14 +295,19 @@ def test_info_says_whether_an_hf_repo_is_cached(tmp_path: Path, saved: dict[str,
     fake_hub_repo(cache, "featurex-tests/configs-only", partial)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
     featurex = [sys.executable, "-m", "featurex", "info", "--json", "--model"]
-    for repo, cached in (("tiny-clip", True), ("configs-only", False)):
+    for repo, cached in (("tiny-clip", True), ("configs-only", False), ("absent", False)):
         done = subprocess.run([*featurex, f"hf:featurex-tests/{repo}"], env=env, text=True,
                               capture_output=True, timeout=300, check=False)  # fmt: skip
+        # Weights that are not here are "not cached", as for every family: exit 0.
         assert done.returncode == 0, done.stderr
         weights = json.loads(done.stdout)["weights"]
         assert weights["cached"] is cached, weights
-        assert weights["weights"].startswith(f"featurex-tests/{repo}@")
-    assert weights["status"].startswith("not cached")
+        assert weights["status"].startswith("not cached") is not cached
+        if repo != "absent":
+            assert weights["weights"].startswith(f"featurex-tests/{repo}@")
+    # A repo in no cache has no commit to name; the status says why.
+    assert weights["weights"] == "DEFAULT"
+    assert "cannot resolve hf:featurex-tests/absent" in weights["status"]
 
 
 def test_cli_extract_with_an_hf_model_and_normalize(tmp_path: Path, saved: dict[str, Path]) -> None:
@@ -313,13 +318,23 @@ def test_cli_extract_with_an_hf_model_and_normalize(tmp_path: Path, saved: dict[
     for i, data in enumerate(IMAGES):
         (images / f"{i}.jpg").write_bytes(data)
     out = tmp_path / "out.parquet"
-    done = subprocess.run(
-        [sys.executable, "-m", "featurex", "extract", str(images), "--output", str(out),
-         "--model", f"hf:{saved['dinov2']}", "--normalize", "--master", "local[1]", "-q"],
-        text=True, capture_output=True, timeout=600, check=False,
-    )  # fmt: skip
+    command = [sys.executable, "-m", "featurex", "extract", str(images), "--normalize",
+               "--model", f"hf:{saved['dinov2']}", "--master", "local[1]", "-q"]  # fmt: skip
+    # Without the switches the CLI sets in a process of its own (tests call it in this one).
+    switches = ("FEATUREX_LOG_LEVEL", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
+    env = {k: v for k, v in os.environ.items() if k not in switches}
+    done = subprocess.run([*command, "--output", str(out)], env=env, text=True,
+                          capture_output=True, timeout=600, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("featurex: 4 images, 0 failed")
+    # Quiet workers: transformers' progress bars and notices stay out of the job's output...
+    assert "Loading weights" not in done.stderr and "[transformers]" not in done.stderr
+    # ...unless asked for (the same run, with featurex's own log lines too).
+    loud = subprocess.run([*command, "--output", str(tmp_path / "loud")], text=True,
+                          env={**env, "FEATUREX_LOG_LEVEL": "info"}, capture_output=True,
+                          timeout=600, check=False)  # fmt: skip
+    assert loud.returncode == 0, loud.stderr[-3000:]
+    assert "Loading weights" in loud.stderr and "featurex INFO: featurex loaded" in loud.stderr
     table = pq.read_table(out).to_pandas().sort_values("path")
     features = np.stack(table["features"].to_numpy()).astype(np.float32)
     want = hf_reference(saved["dinov2"], IMAGES)
@@ -327,15 +342,24 @@ def test_cli_extract_with_an_hf_model_and_normalize(tmp_path: Path, saved: dict[
 
 
 def test_an_unresolvable_repo_is_refused_by_the_cli_in_one_line(tmp_path: Path) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-m", "featurex", "extract", str(tmp_path), "--output",
-         str(tmp_path / "out"), "--model", "hf:facebook/dinov2-small"],
-        env=env, text=True, capture_output=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 3, done.stderr
-    assert done.stderr.count("\n") == 1
-    assert done.stderr.startswith("featurex: error: cannot resolve hf:facebook/dinov2-small")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    (tmp_path / "in").mkdir()
+    command = [sys.executable, "-m", "featurex", "extract", str(tmp_path / "in"), "--output",
+               str(tmp_path / "out"), "--model", "hf:facebook/dinov2-small"]  # fmt: skip
+    for weights in ("DEFAULT", "none"):
+        done = subprocess.run([*command, "--weights", weights], env=env, text=True,
+                              capture_output=True, timeout=300, check=False)  # fmt: skip
+        assert done.returncode == 3, done.stderr
+        assert done.stderr.count("\n") == 1
+        assert done.stderr.startswith(
+            "featurex: error: cannot resolve hf:facebook/dinov2-small: it is not in the Hugging "
+            "Face cache, and HF_HUB_OFFLINE=1 is set, so the Hub was not asked"
+        ), done.stderr
+        # What is true: offline was asked for, and random init needs the config too.
+        assert "cannot be reached" not in done.stderr and "set HF_HUB_OFFLINE" not in done.stderr
+        assert "--model hf:/path/to/folder" in done.stderr and "weights=None" not in done.stderr
+        assert ("(--weights none needs its config.json too)" in done.stderr) == (weights == "none")
+        assert "pass --weights none" not in done.stderr
 
 
 def test_open_clip_default_is_the_first_listed_tag() -> None:

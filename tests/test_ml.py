@@ -19,6 +19,8 @@ from pyspark.ml.linalg import DenseVector
 from pyspark.sql import DataFrame, SparkSession
 
 import featurex as fx
+from featurex import ExtractorConfig
+from featurex._types import DECODES, ON_ERRORS, PRECISIONS
 from featurex.errors import ConfigError
 
 
@@ -132,13 +134,20 @@ def test_bytes_paths_and_image_structs_give_the_same_features(
         ({"outputType": "matrix"}, "unknown outputType 'matrix': expected 'array' or 'vector'"),
         ({"inputType": "url"}, "unknown inputType 'url'"),
         ({"precision": "fp8"}, "unknown precision 'fp8'"),
-        ({"onError": "skip"}, "unknown on_error 'skip'"),
+        # In the words of the stage: its params, camelCased.
+        ({"onError": "skip"}, "unknown onError 'skip'"),
         ({"device": "tpu"}, "unknown device 'tpu'"),
-        ({"batchSize": 0}, "batch_size must be a positive int"),
-        ({"weights": "/missing/r18.pth"}, "checkpoint file not found: '/missing/r18.pth'"),
+        ({"batchSize": 0}, "batchSize must be a positive int, got 0 (or batchSize unset for the default)"),
+        ({"maxPixels": -1}, "maxPixels must be a positive int, got -1"),
+        ({"decode": "tpu"}, "unknown decode 'tpu': expected one of 'auto', 'cpu', 'gpu'"),
+        ({"decode": "gpu", "device": "cpu"}, "decode='gpu' decodes on the GPU the model runs on, but device='cpu'"),
+        ({"precision": "int8", "device": "cuda"}, "precision='int8' runs on the CPU"),
+        ({"calibration": "/missing"}, "calibration='/missing' is used only with precision='int8'"),
+        ({"model": "tf:resnet50"}, "unknown model family 'tf:' in model='tf:resnet50'"),
+        ({"weights": "/missing/r18.pth"}, "checkpoint file not found: '/missing/r18.pth'. Pass an existing .pth/.pt/.safetensors state_dict, a weights name, or weights='none'"),
         ({"weights": "IMAGENET9K"}, "unknown weights 'IMAGENET9K' for resnet18"),
     ],
-)
+)  # fmt: skip
 def test_a_bad_param_fails_at_construction_naming_the_value(
     params: dict[str, object], message: str
 ) -> None:
@@ -166,10 +175,10 @@ def test_a_bad_param_set_later_fails_before_any_job(spark: SparkSession, job_gro
     with pytest.raises(ConfigError, match="unknown outputType 'Vector'"):
         featurizer.transform(train)
     featurizer.setOutputType("vector")
-    with pytest.raises(ConfigError, match="input column has Spark type bigint"):
+    with pytest.raises(ConfigError, match="input column 'id' has Spark type bigint"):
         featurizer.copy({featurizer.inputCol: "id"}).transform(train)
     with pytest.raises(
-        ConfigError, match="input_type='path', but the input column has Spark type binary"
+        ConfigError, match="inputType='path', but the input column 'image' has Spark type binary"
     ):
         featurizer.copy({featurizer.inputType: "path"}).transform(train)
     assert tracker.getJobIdsForGroup(job_group) == []
@@ -178,13 +187,38 @@ def test_a_bad_param_set_later_fails_before_any_job(spark: SparkSession, job_gro
     assert len(tracker.getJobIdsForGroup(job_group)) > 0
 
 
+def test_every_option_but_transform_is_a_param_with_the_configs_default() -> None:
+    from featurex.config import OPTIONS
+    from featurex.ml import PARAMS
+
+    stage = fx.ImageFeaturizer(weights="none")
+    options = {"model", "weights", *OPTIONS} - {"transform"}
+    assert set(PARAMS) == options
+    assert all(stage.hasParam(PARAMS[o]) for o in options)
+    assert stage.extractor_config() == ExtractorConfig(weights=None)
+    # Each param's doc names the option's choices.
+    for param, choices in (("precision", PRECISIONS), ("decode", DECODES), ("onError", ON_ERRORS)):
+        doc = stage.getParam(param).doc
+        assert all(c in doc for c in choices), (param, doc)
+
+
 def test_holds_only_params_pickles_small_and_round_trips(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    featurizer = _featurizer(outputType="vector", weights=None, batchSize=None, device="cpu")
+    featurizer = _featurizer(outputType="vector", weights=None, batchSize=None, device="cpu",
+                             seed=3, decode="cpu", decodeThreads=2, readAhead=4, maxPixels=10**7,
+                             fastDecode=True, optimize=False, onError="raise")  # fmt: skip
     assert featurizer.getWeights() == "none" and featurizer.getBatchSize() is None
+    assert featurizer.extractor_config() == ExtractorConfig(
+        model="resnet18", weights=None, device="cpu", seed=3, decode="cpu", decode_threads=2,
+        read_ahead=4, max_pixels=10**7, fast_decode=True, optimize=False, on_error="raise",
+    )  # fmt: skip
+    assert featurizer.getFastDecode() is True and featurizer.getReadAhead() == 4
+    featurizer.setFastDecode(None)  # unset again: the config's default
+    assert featurizer.getFastDecode() is None
+    assert featurizer.extractor_config().fast_decode is False
     payload = pickle.dumps(featurizer)
-    assert len(payload) < 2000 and b"SparkSession" not in payload
+    assert len(payload) < 4000 and b"SparkSession" not in payload
     assert pickle.loads(payload).extractParamMap() == featurizer.extractParamMap()
 
     featurizer.write().save(str(tmp_path / "stage"))

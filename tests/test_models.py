@@ -60,7 +60,7 @@ def test_failed_download_says_what_to_do_in_one_line(
     message = str(info.value)
     assert "\n" not in message
     assert "cannot download ResNet18_Weights.IMAGENET1K_V1" in message
-    assert "--weights PATH" in message and "weights=None" in message
+    assert "weights='/path/to/checkpoint.pth'" in message and "weights=None" in message
     with pytest.raises(WeightsUnavailableError):  # the engine never falls back silently
         fx.FeatureExtractor(model="resnet18", weights="DEFAULT", device="cpu").extract([b""])
 

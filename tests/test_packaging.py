@@ -63,3 +63,9 @@ def test_each_model_family_is_an_extra(wheel: zipfile.ZipFile) -> None:
         ("open-clip", "open_clip_torch"),
     ):
         assert any(r.startswith(package) and f'extra == "{extra}"' in r for r in extras), extra
+
+
+def test_the_license_is_an_spdx_expression(wheel: zipfile.ZipFile) -> None:
+    # PEP 639's field: setuptools warned about the old table form at every build.
+    metadata = Parser().parsestr(_dist_info(wheel, "METADATA"))
+    assert metadata["License-Expression"] == "Apache-2.0"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -160,7 +161,7 @@ def _run(
     wanted = _runs.fingerprint(CONFIG, "bytes", "array")
     _runs.check_output(store, wanted, resume, overwrite=False)
     source = _runs.Source(spark, [str(inputs)], "bytes", None)
-    job = _runs.Run(spark, store, source, _runs.feature_rows(CONFIG, "bytes", "array"))
+    job = _runs.Run(spark, store, source, _runs.feature_rows(CONFIG, "array"))
     todo = _runs.plan(source.listing(), job.prepare(wanted, resume, False), every)
     return todo, job.execute(todo, committed)
 
@@ -237,9 +238,10 @@ def test_resume_with_another_model_exits_2_naming_both(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    _out_with_manifest(out)
-    code = main(["extract", str(tmp_path), "--output", str(out), "--resume", "--model", "resnet18",
-                 "--weights", "none"])  # fmt: skip
+    _write_chunk(_out_with_manifest(out), 1, ["a"])
+    (tmp_path / "in").mkdir()
+    code = main(["extract", str(tmp_path / "in"), "--output", str(out), "--resume",
+                 "--model", "resnet18", "--weights", "none"])  # fmt: skip
     assert code == EXIT_USAGE
     err = capsys.readouterr().err
     assert err == (
@@ -259,6 +261,14 @@ def test_the_fingerprint_names_weights_precision_and_preprocessing(tmp_path: Pat
     assert base["featurex"] == __version__ and base["weights"] == "none (random init, seed 0)"
     named = _runs.fingerprint(ExtractorConfig(model="resnet18"), "bytes", "array")
     assert named["weights"] == "ResNet18_Weights.IMAGENET1K_V1"  # DEFAULT, resolved
+    # The preprocessing that is used: random init's own; the named weights' preset (232 px
+    # for ResNet-50's DEFAULT, V2).
+    assert base["transform"] == (
+        "ImageClassification( crop_size=[224] resize_size=[256] mean=[0.485, 0.456, 0.406] "
+        "std=[0.229, 0.224, 0.225] interpolation=InterpolationMode.BILINEAR )"
+    )
+    v2 = _runs.fingerprint(ExtractorConfig(model="resnet50"), "bytes", "array")["transform"]
+    assert "resize_size=[232]" in v2 and "crop_size=[224]" in v2
     checkpoint = tmp_path / "m.pth"
     torch.save(torchvision.models.mobilenet_v3_small().state_dict(), checkpoint)
     config = ExtractorConfig(model="mobilenet_v3_small", weights=str(checkpoint))
@@ -311,16 +321,54 @@ def test_an_existing_output_needs_resume_or_overwrite(tmp_path: Path) -> None:
     plain.mkdir()
     (plain / "part-0.parquet").write_bytes(b"")
     store = _runs.LocalStore(str(plain))
-    with pytest.raises(ConfigError, match=r"exists: pass --overwrite to replace it$"):
-        _runs.check_output(store, wanted, resume=False, overwrite=False)
-    with pytest.raises(ConfigError, match="was not written by featurex extract"):
-        _runs.check_output(store, wanted, resume=True, overwrite=False)
-    _runs.check_output(store, wanted, resume=False, overwrite=True)
+    not_ours = (
+        r"output '.*plain' was not written by featurex extract \(no _featurex/manifest.json\), "
+        r"and featurex replaces only its own output: pass another --output, or empty or remove "
+        r"that folder yourself$"
+    )
+    for resume, overwrite, flag in ((False, False, ""), (True, False, "--resume: "),
+                                    (False, True, "--overwrite: ")):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"^{re.escape(flag)}{not_ours}"):
+            _runs.check_output(store, wanted, resume=resume, overwrite=overwrite)
     ours = _out_with_manifest(tmp_path / "ours")
+    _write_chunk(ours, 1, ["a"])
     with pytest.raises(ConfigError, match=r"pass --overwrite to replace it \(or --resume"):
         _runs.check_output(ours, wanted, resume=False, overwrite=False)
     _runs.check_output(ours, wanted, resume=True, overwrite=False)
+    _runs.check_output(ours, wanted, resume=False, overwrite=True)
+    # featurex's output and a file of the user's: --overwrite would delete that file too.
+    (tmp_path / "ours" / "notes.txt").write_text("mine")
+    with pytest.raises(
+        ConfigError, match=r"also holds files featurex did not write \('notes.txt'\)"
+    ):
+        _runs.check_output(ours, wanted, resume=False, overwrite=True)
     _runs.check_output(_runs.LocalStore(str(tmp_path / "new")), wanted, True, False)
+    (tmp_path / "empty").mkdir()
+    _runs.check_output(_runs.LocalStore(str(tmp_path / "empty")), wanted, False, False)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ConfigError, match=r"is a file, which featurex does not replace"):
+        _runs.check_output(_runs.LocalStore(str(tmp_path / "a-file")), wanted, False, True)
+
+
+def test_an_output_whose_run_committed_nothing_is_as_good_as_new(tmp_path: Path) -> None:
+    # What a run that failed (or was killed) before its first commit leaves: the manifest,
+    # maybe a void record and Spark's pending files. The same command runs again; so does
+    # another one (a different model: nothing was made with the first).
+    out = tmp_path / "out"
+    store = _out_with_manifest(out)
+    (out / "_featurex" / "pending" / "_temporary").mkdir(parents=True)
+    store.write_text(_runs._record_name("chunk-000001.parquet"), "{}")
+    (out / "notes.txt").write_text("the user's")
+    other = _runs.fingerprint(ExtractorConfig(model="resnet18", weights=None), "bytes", "array")
+    for resume, overwrite in ((False, False), (True, False), (False, True)):
+        _runs.check_output(store, other, resume=resume, overwrite=overwrite)
+    job = _runs.Run(None, store, None, None)  # type: ignore[arg-type]  # prepare needs no Spark
+    assert job.prepare(other, resume=False, overwrite=True).empty
+    manifest = json.loads((out / "_featurex" / "manifest.json").read_text())
+    assert manifest["fingerprint"] == other
+    assert sorted(os.listdir(out)) == ["_featurex", "notes.txt"]  # featurex deletes only its own
+    assert sorted(os.listdir(out / "_featurex")) == ["chunks", "manifest.json"]
+    assert os.listdir(out / "_featurex" / "chunks") == []
 
 
 def _write_chunk(store: _runs.LocalStore, number: int, paths: list[str]) -> None:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from images import jpeg
-from models_for_tests import assert_close, batch_probe, reference_features, worker_cache_report
+from models_for_tests import (
+    LoggedBuild,
+    assert_close,
+    batch_probe,
+    reference_features,
+    tiny_engine,
+    worker_cache_report,
+)
 from pyspark import cloudpickle
 from pyspark.sql import DataFrame, SparkSession
 
@@ -245,3 +254,19 @@ def test_on_error_raise_names_the_file(spark: SparkSession, tmp_path: Path) -> N
     )
     with pytest.raises(Exception, match=r"cannot featurize 'file:[^']*/broken\.jpg': not an image"):
         _files(spark, tmp_path).coalesce(1).select(col).collect()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs an executor without CUDA")
+def test_a_task_on_an_executor_without_cuda_fails_at_once_in_one_line(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    # From Python the driver cannot know the executors' GPUs (a cluster's may have them):
+    # the first task without one fails before any model is built, with one short line.
+    factory = LoggedBuild(str(tmp_path / "builds.log"))
+    df = spark.createDataFrame([(jpeg(),)], "content binary")
+    col = fx.image_features("content", **tiny_engine(model=factory, device="cuda"))
+    with pytest.raises(Exception) as info:
+        df.select(col).collect()
+    lines = re.findall(r"^\w*Error: .*$", str(info.value), re.M)
+    assert lines[-1] == "RuntimeError: device='cuda' but CUDA is not available in this process"
+    assert factory.builds() == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from .._types import ModelFactory
+from .._words import opt
 from ..errors import ConfigError
 from .base import Built, Source, WeightsStatus, default_transform, local_status, seeded
 from .torchvision import full_model, identity
@@ -21,8 +22,9 @@ class Factory:
             check_checkpoint_fits(lambda: (model(), ()), weights, trust)
         elif weights not in (None, "DEFAULT"):
             raise ConfigError(
-                f"weights={weights!r} is a torchvision weights name, but model is a factory: "
-                f"pass a checkpoint path, or None/'DEFAULT' to keep the factory's own weights"
+                f"{opt('weights', weights)} is a torchvision weights name, but model is a "
+                f"factory: pass a checkpoint path, or {opt('weights', None)} or 'DEFAULT' to keep "
+                f"the factory's own weights"
             )
         return Source(self.name, model, weights, identity(weights), trust=trust)
 

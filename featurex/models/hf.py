@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .._types import ModelFactory
+from .._words import opt
 from ..decode.preprocess import Interpolation, Preprocessing, three_channels
 from ..errors import ConfigError, WeightsUnavailableError, first_line
 from .base import Built, Source, WeightsStatus, import_optional, seeded
@@ -29,12 +30,24 @@ from .weights import download_lock, folder_version, hub_cached
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 # What a worker needs from a repo: configs (model, image processor) and the weights.
 _FILES = ["*.json", "*.safetensors"]
-_OFFLINE_FIX = (
-    "Offline? Use a local folder (model.save_pretrained(folder) and "
-    "processor.save_pretrained(folder), then model='hf:/path/to/folder'), set "
-    "HF_HUB_OFFLINE=1 to use a repo already in the Hugging Face cache, or weights=None for a "
-    "random init from the config"
-)
+
+
+def _offline_fix(config_cached: bool) -> str:
+    """What to do without the Hub, offering only what can work here: HF_HUB_OFFLINE=1 where
+    it is not set already, a random init only where the repo's config is in the cache."""
+    from huggingface_hub import constants
+
+    fixes = [
+        "use a local folder (model.save_pretrained(folder) and processor.save_pretrained("
+        f"folder), then {opt('model', 'hf:/path/to/folder')})"
+    ]
+    if constants.HF_HUB_OFFLINE:
+        fixes.append("download the repo once where the Hub can be reached")
+    else:
+        fixes.append("set HF_HUB_OFFLINE=1 to use a repo already in the Hugging Face cache")
+    if config_cached:
+        fixes.append(f"pass {opt('weights', None)} for a random init from its config")
+    return f"Offline? {', '.join(fixes[:-1])} or {fixes[-1]}"
 
 
 def _transformers() -> Any:
@@ -54,9 +67,9 @@ class HuggingFace:
         _transformers()
         if weights not in (None, "DEFAULT"):
             raise ConfigError(
-                f"weights={weights!r} for hf:{model}: expected 'DEFAULT' (the repo's or "
-                f"folder's own weights) or None (a seeded random init from its config); "
-                f"pick a revision with model='hf:<repo id>@<revision>'"
+                f"{opt('weights', weights)} for hf:{model}: expected 'DEFAULT' (the repo's or "
+                f"folder's own weights) or {opt('weights', None)} (a seeded random init from its "
+                f"config); pick a revision with {opt('model', 'hf:<repo id>@<revision>')}"
             )
         if _is_folder(model):
             folder = os.path.abspath(os.path.expanduser(model))
@@ -70,10 +83,10 @@ class HuggingFace:
                     f"hf:{model} is neither a local folder nor a repo id such as "
                     f"'facebook/dinov2-small' (optionally @revision)"
                 )
-            config_file = _hub_file(repo, "config.json", revision or None)
+            config_file = _hub_file(repo, "config.json", revision or None, weights)
             # The snapshot folder is named after the commit: pin it for every worker.
             commit = os.path.basename(os.path.dirname(config_file))
-            _hub_file(repo, "preprocessor_config.json", commit)
+            _hub_file(repo, "preprocessor_config.json", commit, weights)
             source = Source(self.name, repo, weights, f"{repo}@{commit}", revision=commit)
             config_dir = os.path.dirname(config_file)
         _check_image_model(config_dir, f"hf:{model}")
@@ -121,7 +134,7 @@ class HuggingFace:
         except Exception as exc:
             raise WeightsUnavailableError(
                 f"cannot download hf:{source.model} at {source.revision} ({first_line(exc)}). "
-                f"{_OFFLINE_FIX}"
+                f"{_offline_fix(config_cached=True)}"
             ) from exc
 
     def weights_status(self, source: Source) -> WeightsStatus:
@@ -292,15 +305,17 @@ def _check_folder(folder: str, weights: str | None) -> None:
         raise ConfigError(
             f"hf:{folder} has no .safetensors weights, and featurex does not unpickle "
             f"pytorch_model.bin: save them with model.save_pretrained(folder) (safetensors is "
-            f"its default), or pass weights=None for a random init"
+            f"its default), or pass {opt('weights', None)} for a random init"
         )
 
 
-def _hub_file(repo: str, filename: str, revision: str | None) -> str:
-    """A file of a Hub repo at a revision, from the cache or downloaded; one-line errors."""
-    from huggingface_hub import errors, hf_hub_download
+def _hub_file(repo: str, filename: str, revision: str | None, weights: str | None) -> str:
+    """A config file of a Hub repo at a revision, from the cache or downloaded; one-line
+    errors that say what is true (random init needs these files too)."""
+    from huggingface_hub import constants, errors, hf_hub_download
 
     where = f"hf:{repo}" + (f"@{revision}" if revision else "")
+    still = f" ({opt('weights', None)} needs its {filename} too)" if weights is None else ""
     try:
         return str(hf_hub_download(repo, filename, revision=revision))
     except errors.RevisionNotFoundError as exc:
@@ -310,15 +325,21 @@ def _hub_file(repo: str, filename: str, revision: str | None) -> str:
             f"{where}: no such repo, or it is private or gated (log in with `hf auth login`)"
         ) from exc
     except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as exc:
+        why = (
+            "HF_HUB_OFFLINE=1 is set, so the Hub was not asked"
+            if constants.HF_HUB_OFFLINE
+            else f"the Hub cannot be reached: {first_line(exc)}"
+        )
         raise WeightsUnavailableError(
-            f"cannot resolve {where} (not in the Hugging Face cache, and the Hub cannot be "
-            f"reached: {first_line(exc)}). {_OFFLINE_FIX}"
+            f"cannot resolve {where}: it is not in the Hugging Face cache, and {why}{still}. "
+            f"{_offline_fix(config_cached=False)}"
         ) from exc
     except errors.EntryNotFoundError as exc:  # on the Hub (the local case is caught above)
         raise ConfigError(f"{where} has no {filename}: is it an image model?") from exc
     except OSError as exc:
         raise WeightsUnavailableError(
-            f"cannot resolve {where} ({first_line(exc)}). {_OFFLINE_FIX}"
+            f"cannot resolve {where} ({first_line(exc)}){still}. "
+            f"{_offline_fix(config_cached=False)}"
         ) from exc
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .._types import ModelFactory
+from .._words import opt
 from ..errors import ConfigError, WeightsUnavailableError, first_line
 from .base import Built, Source, WeightsStatus, import_optional, local_status, seeded, unknown_name
 from .torchvision import identity
@@ -41,14 +42,15 @@ class OpenClip:
         elif weights == "DEFAULT":
             if not tags:
                 raise ConfigError(
-                    f"open_clip:{model} has no pretrained tags: pass a checkpoint path or None"
+                    f"open_clip:{model} has no pretrained tags: pass a checkpoint path or "
+                    f"{opt('weights', None)}"
                 )
             weights = tags[0]
         elif weights is not None and weights not in tags:
             raise ConfigError(
                 f"unknown pretrained tag {weights!r} for open_clip:{model}: expected one of "
                 f"{', '.join(map(repr, tags)) or '(none)'}, 'DEFAULT' (the first), a checkpoint "
-                f"path, or None"
+                f"path, or {opt('weights', None)}"
             )
         return Source(self.name, model, weights, identity(weights))
 
@@ -69,7 +71,7 @@ class OpenClip:
                         f"cannot load open_clip's {source.weights!r} weights for "
                         f"{source.model} ({first_line(exc)}). Offline? Set HF_HUB_OFFLINE=1 "
                         f"to use weights in the Hugging Face cache, pass a local checkpoint, "
-                        f"or weights=None for random init"
+                        f"or {opt('weights', None)} for random init"
                     ) from exc
         encoder = ImageEncoder(model)  # traced in fp32 only, as Hugging Face's ViTs (`Built`)
         return Built(encoder, transform, optimize=True, optimize_reduced=False, prunable=model)

@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from .._types import ModelFactory
+from .._words import opt
 from ..errors import ConfigError, WeightsUnavailableError, first_line
 from .base import Built, Source, WeightsStatus, import_optional, local_status, seeded, unknown_name
 from .torchvision import identity
@@ -45,14 +46,14 @@ class Timm:
                 hint = f" (its tags: {', '.join(tags[:5])})" if tags else ""
                 raise ConfigError(
                     f"timm:{model} has no pretrained weights{hint}: pass a tag in the name "
-                    f"(timm:<name>.<tag>), a checkpoint path, or weights=None"
+                    f"(timm:<name>.<tag>), a checkpoint path, or {opt('weights', None)}"
                 )
             model = name  # pinned to the tag timm picks today
         elif weights is not None:
             raise ConfigError(
-                f"weights={weights!r} for timm:{model}: expected 'DEFAULT' (timm's pretrained "
-                f"weights for the name; pick a tag with timm:<name>.<tag>), a checkpoint path "
-                f"(.pth/.pt/.safetensors), or None"
+                f"{opt('weights', weights)} for timm:{model}: expected 'DEFAULT' (timm's "
+                f"pretrained weights for the name; pick a tag with timm:<name>.<tag>), a "
+                f"checkpoint path (.pth/.pt/.safetensors), or {opt('weights', None)}"
             )
         return Source(self.name, model, weights, identity(weights))
 
@@ -68,7 +69,7 @@ class Timm:
                         f"cannot load timm's pretrained weights for {source.model} "
                         f"({first_line(exc)}). Offline? Set HF_HUB_OFFLINE=1 to use weights "
                         f"already in the Hugging Face cache, pass a local .safetensors/.pth "
-                        f"state_dict, or weights=None for random init"
+                        f"state_dict, or {opt('weights', None)} for random init"
                     ) from exc
         else:
             with seeded(seed):

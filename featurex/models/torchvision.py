@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .._types import ModelFactory
+from .._words import opt
 from ..errors import ConfigError, WeightsUnavailableError, first_line
 from .base import Built, Source, WeightsStatus, default_transform, local_status, seeded
 from .weights import (
@@ -72,8 +73,8 @@ def ensure_weights(model: str, weights: Any) -> None:
         except Exception as exc:
             raise WeightsUnavailableError(
                 f"cannot download {weights} for {model} from {weights.url} ({first_line(exc)}). "
-                f"Offline? Pass weights='/path/to/checkpoint.pth' (a local state_dict; "
-                f"CLI: --weights PATH) or weights=None for random init (CLI: --weights none)"
+                f"Offline? Pass {opt('weights', '/path/to/checkpoint.pth')} (a local "
+                f"state_dict) or {opt('weights', None)} for random init"
             ) from exc
 
 
@@ -132,7 +133,8 @@ class Torchvision:
                 raise ConfigError(
                     f"unknown weights {weights!r} for {model}: expected one of "
                     f"{', '.join(map(repr, names))}, a checkpoint path "
-                    f"({', '.join(CHECKPOINT_SUFFIXES)}), or None for random init"
+                    f"({', '.join(CHECKPOINT_SUFFIXES)}), or {opt('weights', None)} for random "
+                    f"init"
                 )
             weights = short
         return Source(self.name, model, weights, identity(weights), trust=trust)

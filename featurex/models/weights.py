@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from .._words import opt
 from ..errors import CheckpointError, first_line
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def read_checkpoint(path: str, trust: bool = False) -> dict[str, torch.Tensor] |
                 f"checkpoint {path!r} holds pickled Python objects (for example a full model "
                 f"saved with torch.save(model)), and loading it would run code from the file. "
                 f"Save model.state_dict() (or .safetensors) instead, or pass "
-                f"trust_checkpoint=True if you trust where the file came from"
+                f"{opt('trust_checkpoint', True)} if you trust where the file came from"
             ) from exc
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
