@@ -154,6 +154,11 @@ def features_udf(
         for matrix, errors in _stream(config, batches, input_type, named):
             yield (_to_arrow if arrow else _to_pandas)(matrix, errors, with_errors)
 
+    # The UDF's name, which Spark shows in the column's name: features_only(content).
+    features.__name__ = features.__qualname__ = (
+        "features_and_errors" if with_errors else "features_only"
+    )
+
     return _scalar_iter_udf(
         features, named, arrow, WITH_ERRORS_TYPE if with_errors else FEATURES_TYPE
     )

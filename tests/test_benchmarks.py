@@ -173,14 +173,14 @@ def test_the_gpu_benchmark_runs_every_row_in_its_cpu_smoke_mode(tmp_path: Path) 
     report = json.loads((out / "gpu-smoke.json").read_text())
     rows = report["rows"]
     kinds = {(r["what"], r.get("decode"), r["k"]) for r in rows}
-    assert {("featurex", "gpu", 2), ("featurex", "cpu", 2), ("peer_dataloader", None, 1)} <= kinds
+    assert {("featurex", "gpu", 2), ("featurex", "cpu", 1), ("peer_dataloader", None, 1)} <= kinds
     assert {r["model"] for r in rows if r["what"] != "agreement"} == {
         "resnet18",
         "clip_b16",
         "dinov2_s",
     }
     agreement = [r for r in rows if r["what"] == "agreement"]
-    assert len(agreement) == 5  # a row per family: both paths' features, fp32
+    assert len(agreement) == 2  # both paths' features, fp32: a CNN and a transformer
     for r in agreement:
         assert r["same_errors"] and r["min_cosine"] >= 0.9999, r
     for r in (r for r in rows if r["what"] != "agreement"):

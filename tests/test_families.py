@@ -329,10 +329,14 @@ def test_cli_extract_with_an_hf_model_and_normalize(tmp_path: Path, saved: dict[
     assert done.stdout.startswith("featurex: 4 images, 0 failed")
     # Quiet workers: transformers' progress bars and notices stay out of the job's output...
     assert "Loading weights" not in done.stderr and "[transformers]" not in done.stderr
-    # ...unless asked for (the same run, with featurex's own log lines too).
-    loud = subprocess.run([*command, "--output", str(tmp_path / "loud")], text=True,
-                          env={**env, "FEATUREX_LOG_LEVEL": "info"}, capture_output=True,
-                          timeout=600, check=False)  # fmt: skip
+    # ...unless asked for, with featurex's own log lines too: what a worker does at its
+    # start (quiet_libraries), then the load, in a process without Spark (the job's output
+    # above shows a worker's stderr reaches it).
+    model = f"hf:{saved['dinov2']}"
+    script = ("from featurex._logs import quiet_libraries; quiet_libraries()\n"
+              f"import featurex as fx; fx.FeatureExtractor({model!r}, device='cpu').loaded\n")
+    loud = subprocess.run([sys.executable, "-c", script], text=True, capture_output=True,
+                          env={**env, "FEATUREX_LOG_LEVEL": "info"}, timeout=300, check=False)  # fmt: skip
     assert loud.returncode == 0, loud.stderr[-3000:]
     assert "Loading weights" in loud.stderr and "featurex INFO: featurex loaded" in loud.stderr
     table = pq.read_table(out).to_pandas().sort_values("path")
