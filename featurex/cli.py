@@ -209,7 +209,8 @@ def _engine_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=_default("decode_threads"),
         metavar="N",
-        help="threads decoding images in each task (default: 1 on the CPU, up to 8 on a GPU)",
+        help="threads decoding images in each task (default: 1 on the CPU, the task's cores on "
+        "a GPU)",
     )
     run.add_argument(
         "--read-ahead",

@@ -333,8 +333,10 @@ def test_cli_extract_with_an_hf_model_and_normalize(tmp_path: Path, saved: dict[
     # start (quiet_libraries), then the load, in a process without Spark (the job's output
     # above shows a worker's stderr reaches it).
     model = f"hf:{saved['dinov2']}"
-    script = ("from featurex._logs import quiet_libraries; quiet_libraries()\n"
-              f"import featurex as fx; fx.FeatureExtractor({model!r}, device='cpu').loaded\n")
+    script = (
+        "from featurex._logs import quiet_libraries; quiet_libraries()\n"
+        f"import featurex as fx; fx.FeatureExtractor({model!r}, device='cpu').loaded\n"
+    )
     loud = subprocess.run([sys.executable, "-c", script], text=True, capture_output=True,
                           env={**env, "FEATUREX_LOG_LEVEL": "info"}, timeout=300, check=False)  # fmt: skip
     assert loud.returncode == 0, loud.stderr[-3000:]
