@@ -84,6 +84,8 @@ class FeatureExtractor:
     # Where the GPU decoder runs when not on the model's GPU: the tests set the CPU, where
     # torchvision decodes the same batches, to run the GPU path without a GPU.
     _decoder_device: torch.device | None = None
+    # The largest batch known to fit on the GPU, after an out-of-memory error (None: any).
+    _fits: int | None = None
 
     @with_config_options
     def __init__(
@@ -190,21 +192,25 @@ class FeatureExtractor:
 
     def _forward(self, loaded: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
         """The model's (n, D) float32 output on its device, halving the batch on a CUDA
-        out-of-memory error (with one warning) until it fits."""
-        try:
-            return _infer(loaded, batch)
-        except torch.cuda.OutOfMemoryError:
-            if batch.shape[0] == 1:
-                raise
+        out-of-memory error (with one warning) until it fits; later batches start from the
+        size that fit."""
+        n = batch.shape[0]
+        if self._fits is None or n <= self._fits:
+            try:
+                return _infer(loaded, batch)
+            except torch.cuda.OutOfMemoryError:
+                if n == 1:
+                    raise
+                self._fits = (n + 1) // 2
+            # Retried out of the except block: its traceback holds the failed pass's frames,
+            # and with them the activations that filled the memory.
             torch.cuda.empty_cache()
-            half = batch.shape[0] // 2
             warn_once(
-                "CUDA out of memory: running the batch in halves until it fits (a smaller "
+                "CUDA out of memory: running batches in halves until they fit (a smaller "
                 "batch_size avoids the retries)"
             )
-            return torch.cat(
-                [self._forward(loaded, batch[:half]), self._forward(loaded, batch[half:])]
-            )
+        step = self._fits
+        return torch.cat([self._forward(loaded, batch[i : i + step]) for i in range(0, n, step)])
 
     def _finish(self, loaded: LoadedModel, features: np.ndarray, rows: int) -> np.ndarray:
         # Check every batch before it leaves: one row per input, one width, float32.
@@ -358,9 +364,11 @@ class _Stream:
         """Run the chunk's forward pass; its features land after the next one is launched,
         so that on a GPU the host prepares batch k+1 while batch k runs."""
         chunk, self.chunk = self.chunk, []
+        rows = [row for row, _ in chunk]
         batch = self._batch([tensor for _, tensor in chunk])
+        del chunk  # the crops (views of whole resized images) are in the batch now
         out = self.engine._forward(self.loaded, batch)
-        self.in_flight.append(([row for row, _ in chunk], self.device.download(out)))
+        self.in_flight.append((rows, self.device.download(out)))
         while len(self.in_flight) > (1 if self.device.cuda else 0):
             self._land()
 
@@ -368,13 +376,25 @@ class _Stream:
         """Crops -> the model's input on its device: stacked, moved, normalized."""
         target = self.loaded.device
         if len({(t.device, t.dtype) for t in tensors}) > 1:  # Pillow's crops among the GPU's
-            tensors = [self.device.upload(t).float() for t in tensors]
+            tensors = self._together(tensors)
         batch = self.device.upload(torch.stack(tensors))
         assert batch.device == target
         pre = self.loaded.preprocessing
         if pre is not None:  # crops of pixels (0-255): normalized on the device, per batch
             batch = normalize(batch, pre)
         return batch.contiguous(memory_format=torch.channels_last)
+
+    def _together(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """A batch of the GPU decoder's float crops and Pillow's uint8 ones, all as float on
+        the model's device: the host crops go up in one copy, not one each."""
+        target = self.loaded.device
+        host = [i for i, t in enumerate(tensors) if t.device != target]
+        together = [t.float() for t in tensors]
+        if host:
+            moved = self.device.upload(torch.stack([tensors[i] for i in host])).float()
+            for i, tensor in zip(host, moved, strict=True):
+                together[i] = tensor
+        return together
 
     def _land(self) -> None:
         rows, handle = self.in_flight.popleft()
@@ -402,8 +422,8 @@ class _Transfers:
     def __init__(self, device: torch.device) -> None:
         self.target = device
         self.cuda = device.type == "cuda"
-        self._up = _PinnedRing()
-        self._down = _PinnedRing()
+        self._up = _PinnedRing(device)
+        self._down = _PinnedRing(device)
 
     def upload(self, tensor: torch.Tensor) -> torch.Tensor:
         if tensor.device == self.target:
@@ -435,7 +455,8 @@ class _PinnedRing:
     """Two pinned host buffers used in turn: one batch's copy can be in flight while the
     next is staged. A buffer is handed out again only after the copy queued on it ran."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
         self._buffers: list[torch.Tensor | None] = [None, None]
         self._copied: list[Any] = [None, None]
         self._next = 0
@@ -447,13 +468,13 @@ class _PinnedRing:
         need = int(np.prod(shape)) * torch.empty(0, dtype=dtype).element_size()
         buffer = self._buffers[slot]
         if buffer is None or buffer.numel() < need:
-            buffer = self._buffers[slot] = torch.empty(need, dtype=torch.uint8, pin_memory=True)
+            buffer = self._buffers[slot] = gpu_decode.pinned_bytes(need, self.device)
         return buffer[:need].view(dtype).view(shape), slot
 
     def release(self, slot: int) -> Any:
         """Mark the copies queued so far on this slot's buffer; returns their event."""
         done = torch.cuda.Event()  # type: ignore[no-untyped-call]
-        done.record()
+        done.record(torch.cuda.current_stream(self.device))  # the model's GPU, not GPU 0
         self._copied[slot] = done
         return done
 

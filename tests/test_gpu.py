@@ -22,6 +22,7 @@ from featurex.decode import gpu as gpu_decode
 pytestmark = pytest.mark.gpu
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
+CUDA = torch.device("cuda", 0)  # the device the engine resolves "auto" and "cuda" to
 
 
 @lru_cache(maxsize=1)
@@ -43,10 +44,20 @@ def pair(**options: object) -> tuple[fx.FeatureExtractor, fx.FeatureExtractor]:
 
 
 def test_nvjpeg_is_available_and_decode_auto_picks_it() -> None:
-    assert gpu_decode.available(torch.device("cuda"))
+    assert gpu_decode.available(CUDA)
     engine = fx.FeatureExtractor("resnet18", weights=None, device="cuda")  # decode="auto"
     _, decoder = engine.decoding(engine.loaded)
-    assert decoder is not None and decoder.device.type == "cuda"
+    assert decoder is not None and decoder.device == CUDA
+
+
+@pytest.mark.parametrize("device", ["auto", "cuda", "cuda:0"])
+def test_the_model_s_device_has_its_index(device: str) -> None:
+    # Tensors on the GPU say cuda:0, and torch.device("cuda") != torch.device("cuda:0"): an
+    # index-less device failed every "already there" check (and an assert) on the GPU path.
+    engine = fx.FeatureExtractor("resnet18", weights=None, device=device, batch_size=4)
+    assert engine.loaded.device == CUDA
+    features, errors = engine.extract(photos()[:6])
+    assert errors == [None] * 6 and np.isfinite(features).all()
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
@@ -92,7 +103,7 @@ def test_encoded_bytes_go_through_one_pinned_buffer() -> None:
     from featurex.decode.preprocess import Preprocessing
 
     pre = Preprocessing(resize=32, crop=(32, 32), mean=(0, 0, 0), std=(1, 1, 1))
-    decoder = gpu_decode.GpuDecoder(torch.device("cuda"), pre, lambda d: (None, "unused"))
+    decoder = gpu_decode.GpuDecoder(CUDA, pre, lambda d: (None, "unused"))
     decoder.decode([(p, 1) for p in photos()[:8]])
     assert decoder._staging.is_pinned()
     pointer = decoder._staging.data_ptr()

@@ -230,12 +230,15 @@ def test_a_transform_of_ones_own_is_decoded_on_the_cpu(caplog: pytest.LogCapture
 class _OutOfMemoryAbove(torch.nn.Module):
     """A tiny CNN that raises CUDA's out-of-memory error on batches over 2 rows."""
 
+    raised = 0
+
     def __init__(self) -> None:
         super().__init__()
         self.net = tiny_cnn()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] > 2:
+            _OutOfMemoryAbove.raised += 1
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return self.net(x)
 
@@ -256,15 +259,19 @@ def test_an_out_of_memory_batch_is_halved_and_no_row_is_lost(
     from featurex.models import warn_once
 
     warn_once.cache_clear()
-    images = [jpeg(80 + 8 * i, 60, seed=i) for i in range(7)]
+    images = [jpeg(80 + 8 * i, 60, seed=i) for i in range(14)]
     options = {"weights": None, "device": "cpu", "batch_size": 7}
     want, _ = fx.FeatureExtractor(plain_tiny_cnn, **options).extract(images)  # type: ignore[arg-type]
+    _OutOfMemoryAbove.raised = 0
     with caplog.at_level(logging.WARNING):
         got, errors = fx.FeatureExtractor(out_of_memory_above_two, **options).extract(images)  # type: ignore[arg-type]
-    assert errors == [None] * 7
+    assert errors == [None] * 14
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    halving = [r for r in caplog.records if "CUDA out of memory: running the batch" in r.message]
-    assert len(halving) == 1  # one warning, however many halvings (7 -> 3 + 4 -> 1 + 2 + 2 + 2)
+    halving = [r for r in caplog.records if "CUDA out of memory: running batches" in r.message]
+    assert len(halving) == 1  # one warning, however many halvings
+    # The first batch of 7 fails at 7 and at 4, then runs as 2 + 2 + 2 + 1; the second starts
+    # from the 2 that fit, without another out-of-memory error.
+    assert _OutOfMemoryAbove.raised == 2
 
 
 def test_encoded_bytes_are_staged_in_one_reused_buffer() -> None:

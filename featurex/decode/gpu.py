@@ -65,6 +65,11 @@ class GpuDecoder:
         self.preprocessing = preprocessing
         self.fallback = fallback  # the Pillow path, for what nvJPEG refuses
         self._staging = torch.empty(0, dtype=torch.uint8)
+        # torchvision decodes on a stream of its own, into outputs allocated on the caller's
+        # current stream, and does not wait for the work queued there: memory that the batch
+        # still running has just freed could be written while it is read. Outputs allocated
+        # on a side stream, and kept until the model's stream is done with them, cannot.
+        self._side = torch.cuda.Stream(device) if device.type == "cuda" else None  # type: ignore[no-untyped-call]
 
     def decode(self, jpegs: Sequence[tuple[bytes | bytearray | memoryview, int]]) -> list[Result]:
         """(bytes, EXIF orientation) pairs -> (crop, None) or (None, reason), in order."""
@@ -73,7 +78,7 @@ class GpuDecoder:
         inputs = self._stage([data for data, _ in jpegs])
         decoded: list[torch.Tensor | None]
         try:
-            decoded = list(_decode(inputs, self.device))
+            decoded = list(self._decode(inputs))
         except Exception as exc:  # one bad file fails the call: retry each on its own
             log.debug("nvJPEG failed on a batch of %d (%s): one by one", len(inputs), exc)
             decoded = [self._one(t) for t in inputs]
@@ -89,7 +94,7 @@ class GpuDecoder:
 
     def _one(self, encoded: torch.Tensor) -> torch.Tensor | None:
         try:
-            return _decode([encoded], self.device)[0]
+            return self._decode([encoded])[0]
         except Exception as exc:
             log.debug("nvJPEG refused a file (%s): Pillow decodes it", exc)
             return None
@@ -102,7 +107,11 @@ class GpuDecoder:
         total = sum(sizes)
         if total > self._staging.numel():
             grown = max(total, 2 * self._staging.numel())
-            self._staging = torch.empty(grown, dtype=torch.uint8, pin_memory=self._pinned)
+            self._staging = (
+                pinned_bytes(grown, self.device)
+                if self.device.type == "cuda"
+                else torch.empty(grown, dtype=torch.uint8)
+            )
         host = self._staging.numpy()
         views, offset = [], 0
         for blob, size in zip(blobs, sizes, strict=True):
@@ -111,9 +120,23 @@ class GpuDecoder:
             offset += size
         return views
 
-    @property
-    def _pinned(self) -> bool:
-        return self.device.type == "cuda"
+    def _decode(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self._side is None:  # the CPU stand-in of the tests
+            return _decode(inputs, self.device)
+        main = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self._side):
+            out = _decode(inputs, self.device)
+        main.wait_stream(self._side)
+        for pixels in out:  # not reused for a later decode before main has read it
+            pixels.record_stream(main)
+        return out
+
+
+def pinned_bytes(size: int, device: torch.device) -> torch.Tensor:
+    """`size` bytes of host memory pinned for `device`, allocated with it current: pinning
+    under another device would create a CUDA context there (GPU 0, in every task)."""
+    with torch.cuda.device(device):
+        return torch.empty(size, dtype=torch.uint8, pin_memory=True)
 
 
 def _decode(inputs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:

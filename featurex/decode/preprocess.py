@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -149,10 +150,15 @@ def normalize(batch: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     The same elementwise ops as torchvision's `convert_image_dtype` and `normalize`
     (divide, subtract, divide), so the Pillow path gives the presets' exact numbers.
     """
-    device = batch.device
-    mean = torch.tensor(pre.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(pre.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    mean, std = _per_channel(pre.mean, batch.device), _per_channel(pre.std, batch.device)
     return batch.to(torch.float32).div_(pre.divisor).sub_(mean).div_(std)
+
+
+@lru_cache(maxsize=32)
+def _per_channel(values: tuple[float, float, float], device: torch.device) -> torch.Tensor:
+    """Made once per device: a tensor made from a list is copied from pageable memory, and
+    on a GPU that copy waits for the batch still running (no overlap)."""
+    return torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
 
 def _mode(pre: Preprocessing) -> Any:

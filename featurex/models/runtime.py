@@ -52,12 +52,17 @@ class LoadedModel:
 
 
 def resolve_device(spec: str) -> torch.device:
+    """The device for a spec. A CUDA device always carries its index: the tensors on it say
+    `cuda:0`, and torch.device("cuda") != torch.device("cuda:0"), so an index-less device
+    would make every "is it there already" check fail."""
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
         raise RuntimeError(f"device={spec!r} but CUDA is not available in this process")
-    return device
+    return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
 
 
 def gpu_ordinal(address: str, visible_devices: str | None) -> int:
