@@ -104,10 +104,24 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.images import make_images
 
     images = make_images(count, args.data)
+    machine = _machine(args.smoke)
+    results: list[dict[str, Any]] = []
+
+    def write() -> str:
+        """The report so far: a run cut short by a time limit keeps what it measured."""
+        _shares(results)
+        report = {"machine": machine, "images": count, "rows": results,
+                  "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+        args.out.mkdir(parents=True, exist_ok=True)
+        name = "gpu-smoke" if args.smoke else "gpu"
+        (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+        text = markdown(report)
+        (args.out / f"{name}.md").write_text(text)
+        return text
+
     with tempfile.TemporaryDirectory(prefix="featurex-gpu-bench-") as tmp:
         folders = {m: str(save_model(m, Path(tmp) / m, tiny=args.smoke)) for m in MODELS}
         rows = plan(args.smoke)
-        results = []
         for k in sorted({r["k"] for r in rows}):
             jobs = [r for r in rows if r["k"] == k]
             common = {
@@ -117,23 +131,19 @@ def main(argv: list[str] | None = None) -> int:
                 "folders": folders,
                 "cores": os.cpu_count() or 1,
             }
-            results += _run_workers(k, jobs, common)
+            try:
+                results += _run_workers(k, jobs, common)
+            except Exception as exc:  # a worker died: the other Ks still run
+                results += [{**job, "error": f"K={k}: {exc}"} for job in jobs]
+            write()
             print(
                 f"K={k}: {len(jobs)} rows done, {time.perf_counter() - started:.0f} s", flush=True
             )
-    _shares(results)
-    report = {
-        "machine": _machine(args.smoke),
-        "images": count,
-        "rows": results,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = "gpu-smoke" if args.smoke else "gpu"
-    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / f"{name}.md").write_text(markdown(report))
-    print(markdown(report))
-    return 0
+    print(write())
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        print(f"failed: {_label(r)}, {r['model']}, K={r['k']}: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _run_workers(
@@ -165,6 +175,10 @@ def _run_workers(
                 proc.stdin.write("go\n")
                 proc.stdin.flush()
             done = [_expect(proc, "done") for proc in procs]
+            errors = [d["error"] for d in done if "error" in d]
+            if errors:
+                results.append({**job, "error": errors[0]})
+                continue
             wall = max(d["end"] for d in done) - min(d["start"] for d in done)
             rows = sum(d["rows"] for d in done)
             results.append(
@@ -207,6 +221,7 @@ def _expect(proc: subprocess.Popen[str], state: str) -> dict[str, Any]:
 def _shares(rows: list[dict[str, Any]]) -> None:
     """Each row's images/s as a share of the forward pass alone of its model at its batch
     size, or, for a batch size the forward row did not run (the peers'), at the smallest."""
+    rows = [r for r in rows if "error" not in r]
     forward = {(r["model"], r["batch"]): r for r in rows if r["what"] == "forward"}
     rows = [r for r in rows if r["what"] != "agreement"]
     smallest: dict[str, dict[str, Any]] = {}
@@ -224,25 +239,47 @@ def _worker(spec: dict[str, Any]) -> int:
     import torch
 
     device = torch.device("cpu" if spec["smoke"] else "cuda")
-    for job in spec["jobs"]:
-        images = _my_images(spec)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        run = _prepare(job, spec, images, device)
-        run(warm_up=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    cuda = device.type == "cuda"
+    for job in spec["jobs"]:  # a job that fails says why, and the next one runs
+        run: Any = None
+        try:
+            images = _my_images(spec)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            run = _prepare(job, spec, images, device)
+            run(warm_up=True)
+            if cuda:
+                torch.cuda.synchronize(device)
+        except Exception as exc:
+            run = _failed(exc)
         _say({"state": "ready"})
         if sys.stdin.readline().strip() != "go":
             return 1
-        start = time.time()
-        extra = run(warm_up=False)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        end = time.time()
-        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+        if isinstance(run, str):
+            _say({"state": "done", "error": run})
+            continue
+        try:
+            start = time.time()
+            extra = run(warm_up=False)
+            if cuda:
+                torch.cuda.synchronize(device)
+            end = time.time()
+        except Exception as exc:
+            _say({"state": "done", "error": _failed(exc)})
+            continue
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else 0.0
         _say({"state": "done", "start": start, "end": end, "gpu_peak_mib": round(peak, 1), **extra})
+        del run
+        if cuda:
+            torch.cuda.empty_cache()
     return 0
+
+
+def _failed(exc: BaseException) -> str:
+    import traceback
+
+    traceback.print_exc(file=sys.stderr)  # the whole trace in the log, one line in the report
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
 
 
 def _say(message: dict[str, Any]) -> None:
@@ -517,6 +554,10 @@ def markdown(report: dict[str, Any]) -> str:
     for r in report["rows"]:
         if r["what"] == "agreement":
             continue
+        if "error" in r:
+            lines.append(f"| {r['model']} | {_label(r)} | {r['k']} | {r['precision']} | "
+                         f"{r['batch']} | failed: {r['error']} | | | |")  # fmt: skip
+            continue
         share = "" if r["share_of_forward"] is None else f"{100 * r['share_of_forward']:.0f}%"
         decoded = str(r["gpu_decoded"]) if r["what"] == "featurex" else ""
         lines.append(
@@ -533,8 +574,9 @@ def markdown(report: dict[str, Any]) -> str:
     for r in report["rows"]:
         if r["what"] != "agreement":
             continue
-        if "skipped" in r:
-            lines.append(f"| {r['model']} | - | - | - | {r['skipped']} |")
+        if "skipped" in r or "error" in r:
+            why = r.get("skipped") or f"failed: {r['error']}"
+            lines.append(f"| {r['model']} | - | - | - | {why} |")
         else:
             lines.append(f"| {r['model']} | {r['rows']} | {r['min_cosine']:.6f} | "
                          f"{r['mean_cosine']:.6f} | {r['same_errors']} |")  # fmt: skip

@@ -188,3 +188,23 @@ def test_the_gpu_benchmark_runs_every_row_in_its_cpu_smoke_mode(tmp_path: Path) 
         if r["what"] == "featurex":  # every JPEG through the GPU decoder, or none
             assert r["gpu_decoded"] == (report["images"] if r["decode"] == "gpu" else 0), r
     assert "| resnet18 | featurex, decode=gpu | 2 |" in (out / "gpu-smoke.md").read_text()
+
+
+def test_a_gpu_benchmark_job_that_fails_is_recorded_and_the_next_one_runs(tmp_path: Path) -> None:
+    # A GPU machine is lent for minutes: one failing row must not lose the rows after it.
+    from benchmarks.gpu import _run_workers, _shares, markdown
+    from benchmarks.images import make_images
+
+    folder = make_images(4, tmp_path / "data")
+    bad = {"k": 1, "what": "featurex", "model": "no_such_model", "precision": "fp32",
+           "batch": 2, "decode": "cpu"}  # fmt: skip
+    good = {**bad, "what": "forward", "model": "resnet18"}
+    common = {"images": str(folder), "count": 4, "smoke": True, "folders": {}, "cores": 1}
+    failed, ran = _run_workers(1, [bad, good], common)
+    assert "no_such_model" in failed["error"] and "images_per_s" not in failed
+    assert "error" not in ran and ran["images_per_s"] > 0
+    _shares([failed, ran])
+    machine = {k: "-" for k in ("date", "device", "cpus", "python", "torch", "cuda")}
+    report = {"machine": {**machine, "torchvision": "-", "pillow": "-"}, "images": 4,
+              "rows": [failed, ran], "seconds": 1}  # fmt: skip
+    assert "| no_such_model | featurex, decode=cpu | 1 | fp32 | 2 | failed: " in markdown(report)
