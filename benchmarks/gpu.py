@@ -66,6 +66,8 @@ def plan(smoke: bool) -> list[dict[str, Any]]:
             row(k, "featurex", decode=decode)
     for batch in big:
         row(1, "featurex", decode="gpu", batch=batch)
+    if not smoke:  # 16 tasks of one core: what K=4's 4 cores each are held against (OpenMP)
+        row(16, "featurex", decode="cpu")
     row(1, "peer_row", precision="fp32", batch=1)
     row(1, "peer_predict_batch")
     for workers in loaders:
