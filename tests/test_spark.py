@@ -270,3 +270,20 @@ def test_a_task_on_an_executor_without_cuda_fails_at_once_in_one_line(
     lines = re.findall(r"^\w*Error: .*$", str(info.value), re.M)
     assert lines[-1] == "RuntimeError: device='cuda' but CUDA is not available in this process"
     assert factory.builds() == []
+
+
+@pytest.mark.parametrize("with_errors", [False, True])
+def test_features_go_back_as_one_arrow_array_over_the_matrix(with_errors: bool) -> None:
+    # pyspark 4.1+'s Arrow UDFs return this array as it is: no Python object per row.
+    from featurex.spark import _to_arrow
+
+    matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
+    matrix[2] = np.nan  # a failed row: NaN in the matrix, null in the column
+    errors = [None, None, "not an image", None]
+    out = _to_arrow(matrix, errors, with_errors)
+    features = out.field("features") if with_errors else out
+    assert features.to_pylist() == [[0, 1, 2], [3, 4, 5], None, [9, 10, 11]]
+    assert str(features.type.value_type) == "float"
+    assert features.values.buffers()[1].address == matrix.ctypes.data  # the same memory
+    if with_errors:
+        assert out.field("error").to_pylist() == errors

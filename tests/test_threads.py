@@ -66,3 +66,20 @@ def test_decode_threads_run_torch_on_one_thread_and_the_forward_keeps_the_tasks(
     # While decoding, the process runs the threads it had once the model was loaded and the
     # 3 decode threads, no more (without the fix: an OpenMP thread more per decode thread).
     assert seen["threads"] <= seen["loaded"] + 3, seen
+
+
+def test_a_gpu_task_decodes_on_as_many_threads_as_it_has_cores() -> None:
+    # A GPU is starved by CPU decoding, so the host side takes the task's cores, and no more
+    # (torch's thread count follows OMP_NUM_THREADS, which Spark sets to spark.task.cpus).
+    import torch
+
+    from featurex.models import default_decode_threads
+
+    before = torch.get_num_threads()
+    try:
+        for cores in (1, 3):
+            torch.set_num_threads(cores)
+            assert default_decode_threads(torch.device("cuda", 0)) == cores
+            assert default_decode_threads(torch.device("cpu")) == 1  # the model is the CPU's work
+    finally:
+        torch.set_num_threads(before)
