@@ -9,7 +9,9 @@ milliseconds per image for decode + preprocessing (featurex's `prepare`, and the
 the decoded tensors). Their sum
 bounds what `--cores` Spark workers can reach, with no Spark, Arrow or thread overhead at all:
 `cores * 1000 / (decode + forward)` images/s. Compare it with the featurex rows of
-`python -m benchmarks.run`.
+`python -m benchmarks.run`. Beside it, in the same rounds: the engine alone
+(`FeatureExtractor.extract_batches` over batches of 64, its decode thread beside the forward
+pass on the same core, as in a worker): what featurex loses to the bound before Spark.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def per_image_ms(images: list[bytes], precision: str, model: str, rounds: int) -
     engine = FeatureExtractor.from_config(config)
     loaded, batch = engine.loaded, engine.batch_size
     how, _ = engine.decoding(loaded)  # as the engine decodes (fast_decode on for int8)
-    decode, forward = [], []
+    decode, forward, whole = [], [], []
     for round_ in range(rounds):
         start = time.perf_counter()
         prepared = [prepare(data, how) for data in images]
@@ -56,7 +58,12 @@ def per_image_ms(images: list[bytes], precision: str, model: str, rounds: int) -
         for i in range(0, len(images), batch):
             engine._forward(loaded, stacked[i : i + batch])
         forward.append((time.perf_counter() - start) * 1e3 / len(images))
-    return {"decode_ms": statistics.median(decode), "forward_ms": statistics.median(forward)}
+        start = time.perf_counter()
+        for _ in engine.extract_batches(images[i : i + 64] for i in range(0, len(images), 64)):
+            pass
+        whole.append((time.perf_counter() - start) * 1e3 / len(images))
+    return {"decode_ms": statistics.median(decode), "forward_ms": statistics.median(forward),
+            "engine_ms": statistics.median(whole)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"  {precision}: decode {cost['decode_ms']:.1f} ms + forward {cost['forward_ms']:.1f} "
             f"ms per image = {1e3 / total:.1f} images/s per core; {args.cores} cores at most "
-            f"{args.cores * 1e3 / total:.1f} images/s",
+            f"{args.cores * 1e3 / total:.1f} images/s; the engine alone {cost['engine_ms']:.1f} "
+            f"ms per image ({total / cost['engine_ms']:.0%} of the bound)",
             flush=True,
         )
     if args.json:

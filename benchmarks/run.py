@@ -463,11 +463,13 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"Ceiling (`benchmarks.ceiling`, this run, {ceiling['images']} images, one pinned "
             f"core, one torch thread: featurex's own decode and forward without Spark; the "
-            f"bound is {ceiling['cores']} cores / (decode + forward)):",
+            f"bound is {ceiling['cores']} cores / (decode + forward); the engine alone is "
+            f"featurex's `extract_batches` on that core, its decode thread beside the forward "
+            f"pass, as in a worker: what is lost before Spark):",
             "",
             "| precision | decode ms/image | forward ms/image | bound images/s | featurex "
-            "images/s | share of the bound |",
-            "|---|---:|---:|---:|---:|---:|",
+            "images/s | share of the bound | engine alone ms/image (share) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         shares = {PRECISION_OF[r["variant"]]: r for r in results["variants"]
                   if r["variant"] in PRECISION_OF}  # fmt: skip
@@ -476,9 +478,13 @@ def markdown(results: dict[str, Any]) -> str:
                 continue
             row = shares.get(precision)
             got = f"{row['images_per_s']:.1f} | {row['share_of_ceiling']:.0%}" if row else "- | -"
+            total = c["decode_ms"] + c["forward_ms"]
+            engine = "-"  # results from before the engine was timed
+            if "engine_ms" in c:
+                engine = f"{c['engine_ms']:.1f} ({total / c['engine_ms']:.0%})"
             lines.append(
                 f"| {precision} | {c['decode_ms']:.1f} | {c['forward_ms']:.1f} "
-                f"| {c['bound_images_per_s']:.1f} | {got} |"
+                f"| {c['bound_images_per_s']:.1f} | {got} | {engine} |"
             )
     for title, key, field in (
         ("Data-size sweep", "size_sweep", "images"),
