@@ -389,12 +389,12 @@ class _Stream:
         the model's device: the host crops go up in one copy, not one each."""
         target = self.loaded.device
         host = [i for i, t in enumerate(tensors) if t.device != target]
-        together = [t.float() for t in tensors]
+        together = list(tensors)
         if host:
             moved = self.device.upload(torch.stack([tensors[i] for i in host])).float()
             for i, tensor in zip(host, moved, strict=True):
                 together[i] = tensor
-        return together
+        return [t.float() for t in together]  # a float tensor is returned as it is
 
     def _land(self) -> None:
         rows, handle = self.in_flight.popleft()
