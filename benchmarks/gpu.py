@@ -243,7 +243,7 @@ def _worker(spec: dict[str, Any]) -> int:
     device = torch.device("cpu" if spec["smoke"] else "cuda")
     cuda = device.type == "cuda"
     for job in spec["jobs"]:  # a job that fails says why, and the next one runs
-        run: Any = None
+        error: str | None = None
         try:
             images = _my_images(spec)
             if cuda:
@@ -253,12 +253,12 @@ def _worker(spec: dict[str, Any]) -> int:
             if cuda:
                 torch.cuda.synchronize(device)
         except Exception as exc:
-            run = _failed(exc)
+            error = _failed(exc)
         _say({"state": "ready"})
         if sys.stdin.readline().strip() != "go":
             return 1
-        if isinstance(run, str):
-            _say({"state": "done", "error": run})
+        if error is not None:
+            _say({"state": "done", "error": error})
             continue
         try:
             start = time.time()
