@@ -156,6 +156,7 @@ class ExtractorConfig:
             raise ConfigError(
                 f"{opt('transform')} must be callable or None, got {self.transform!r}"
             )
+        self._check_gpu_transform()
         self._check_int8()
         if self.fast_decode is None:
             object.__setattr__(self, "fast_decode", self.precision == "int8")
@@ -181,6 +182,22 @@ class ExtractorConfig:
         )
         object.__setattr__(self, "key", "|".join(parts))
         models.check_precision(self.precision, self.device)
+
+    def _check_gpu_transform(self) -> None:
+        """decode="gpu" runs the preprocessing on tensors: a transform featurex cannot read as
+        data (`decode.describe`) would run on the CPU, so "gpu" would not hold."""
+        if self.decode != "gpu" or self.transform is None:
+            return
+        from .decode.preprocess import describe
+
+        if describe(self.transform) is None:
+            raise ConfigError(
+                f"{opt('decode', 'gpu')} needs preprocessing featurex can run on tensors, but "
+                f"{opt('transform')} {self.transform!r} is not a Resize/CenterCrop/ToTensor/"
+                f"Normalize Compose or a torchvision preset: pass {opt('decode', 'auto')} or "
+                f"'cpu' (it then runs on the CPU), or give it a `preprocessing` attribute "
+                f"(featurex.decode.Preprocessing)"
+            )
 
     def _check_int8(self) -> None:
         if self.precision == "int8" and self.device.startswith("cuda"):
