@@ -27,25 +27,31 @@ rename, so there a crash can leave a chunk half-visible.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
+from ._inputs import Found, Images, Source, spark_hides
+from ._inputs import identities as _identities
+from ._listing import image_extensions, local_path
 from .config import ExtractorConfig, _calibration_version, _fingerprint
 from .errors import ConfigError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from .spark import InputType
+__all__ = [
+    "Found", "Images", "Plan", "Run", "Source", "Store", "Totals", "check_output",
+    "check_overlap", "feature_rows", "fingerprint", "image_extensions", "local_path",
+    "open_store", "plan", "recover",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +63,6 @@ FORMAT = 1
 _CHUNK_RE = re.compile(r"^chunk-(\d+)\.parquet$")
 # What featurex writes into OUT: its folder, the chunks, and Hadoop's checksums of them.
 _OURS = re.compile(rf"^({META}|\.?chunk-\d+\.parquet(\.crc)?)$")
-# Characters Hadoop reads as a glob in a path given to spark.read.load().
-_GLOB_CHARS = re.compile(r"([\\\[\]{}*?])")
 
 
 # ---------------------------------------------------------------- fingerprint
@@ -399,17 +403,6 @@ def _read_record(store: Store, name: str) -> pd.DataFrame:
     return record
 
 
-def _identities(paths: Any, sizes: Any, mtimes: Any) -> pd.DataFrame:
-    """path, size (bytes) and mtime (microseconds since the epoch); None where unknown."""
-    columns = {
-        "path": pd.Series(paths, dtype=object),
-        "size": pd.Series(sizes, dtype="Int64"),
-        "mtime": pd.Series(mtimes, dtype="Int64"),
-    }
-    frame: pd.DataFrame = pd.DataFrame(columns)
-    return frame
-
-
 def recover(store: Store) -> pd.DataFrame:
     """Bring OUT back to its last commit; return what it holds: path, size, mtime, file.
 
@@ -483,208 +476,6 @@ def _same(a: pd.Series, b: pd.Series) -> pd.Series:
     return equal
 
 
-# ---------------------------------------------------------------- where the images come from
-
-
-@dataclass(frozen=True)
-class Images:
-    """Images to featurize: a DataFrame with `path` and the input column `column`."""
-
-    frame: DataFrame
-    column: str
-    input_type: InputType
-
-
-def image_extensions() -> tuple[str, ...]:
-    """The file name extensions of the formats featurex decodes, as Pillow names them."""
-    from PIL import Image
-
-    from .decode import IMAGE_FORMATS
-
-    Image.init()
-    formats = {*IMAGE_FORMATS, "MPO"}  # MPO: a camera's JPEG with a second frame
-    return tuple(sorted(e[1:] for e, f in Image.registered_extensions().items() if f in formats))
-
-
-def image_glob() -> str:
-    """The files the INPUT folders are filtered to without --glob: those with an image
-    extension, in any case (Hadoop's glob is case-sensitive, so each letter is [xX])."""
-
-    def any_case(ext: str) -> str:
-        return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in ext)
-
-    return "*.{" + ",".join(map(any_case, image_extensions())) + "}"
-
-
-class Source:
-    """The INPUTs: listed once on the driver, read chunk by chunk.
-
-    The listing names each input twice: `path`, as the output's rows will name it, and
-    `load`, what Spark reads it from (Spark's image source names rows by a URL-encoded URI,
-    binaryFile by the plain path). Files in folders are those matching `glob`, by default
-    those with an image extension.
-    """
-
-    def __init__(
-        self, spark: SparkSession, inputs: list[str], input_type: InputType, glob: str | None
-    ) -> None:
-        self.spark = spark
-        self.inputs = inputs
-        self.input_type = input_type
-        self.glob = glob or image_glob()
-
-    def _files(self, source: str, inputs: list[str]) -> DataFrame:
-        reader = self.spark.read.format(source).option("recursiveFileLookup", "true")
-        return reader.option("pathGlobFilter", self.glob).load(inputs)
-
-    def listing(self) -> pd.DataFrame:
-        """path, load, size, mtime of every input, sorted by path, each path once."""
-        scans, listed = self._listed()
-        with _sql_conf(self.spark, _LISTING):
-            found = listed.toPandas()
-        found = pd.concat([found, self._empty(scans, set(found["uri"]))], ignore_index=True)
-        found = found.drop_duplicates("path").sort_values("path", ignore_index=True)
-        inputs = _identities(found["path"], found["size"], found["mtime"])
-        inputs.insert(1, "load", found["load"].to_numpy())
-        return inputs
-
-    def _empty(self, scans: list[DataFrame], seen: set[str]) -> pd.DataFrame:
-        """The empty files in the folders: Spark's file scans skip files of 0 bytes, but its
-        listing of them (`inputFiles`, URIs as `input_file_name` spells them) holds them."""
-        from urllib.parse import unquote, urlsplit
-
-        uris = sorted({u for scan in scans for u in self._input_files(scan, len(seen))} - seen)
-
-        def hadoop_path(uri: str) -> str:  # binaryFile's `path`: the URI decoded
-            parts = urlsplit(uri)
-            authority = f"//{parts.netloc}" if parts.netloc else ""
-            return f"{parts.scheme}:{authority}{unquote(parts.path)}"
-
-        paths = uris if self.input_type == "image" else [hadoop_path(u) for u in uris]
-        empty: pd.DataFrame = pd.DataFrame(
-            {"path": paths, "load": paths, "size": 0, "mtime": None, "uri": uris}
-        )
-        return empty
-
-    def _input_files(self, scan: DataFrame, scanned: int) -> list[str]:
-        """The files of a scan, if more than the `scanned` it read; else none.
-
-        In a few calls to the JVM: `DataFrame.inputFiles()` makes one per file (20,000 files:
-        2 s here, against 0.35 s), and py4j passes the String[] to no method taking Object[].
-        """
-        files = scan._jdf.inputFiles()
-        if len(files) <= scanned:  # the usual case: no empty file, nothing to fetch
-            return []
-        jvm, gateway = self.spark._jvm, self.spark.sparkContext._gateway
-        assert jvm is not None and gateway is not None, "a classic Spark session"
-        objects = gateway.new_array(jvm.java.lang.Object, len(files))
-        jvm.java.lang.System.arraycopy(files, 0, objects, 0, len(files))
-        joined = jvm.java.lang.String.join("\n", jvm.java.util.Arrays.asList(objects))
-        return str(joined).split("\n")  # URIs: a newline in a name is %0A
-
-    def _listed(self) -> tuple[list[DataFrame], DataFrame]:
-        """The scans of the INPUT folders' files, and the listing of every input (path,
-        load, size, mtime, uri) from them and from the listing files."""
-        from pyspark.sql import functions as F
-
-        def stat(files: DataFrame, path: Any) -> DataFrame:  # binaryFile reads no content here
-            mtime = F.expr("unix_micros(modificationTime)")
-            return files.select(
-                path.alias("path"), F.col("path").alias("load"),
-                F.col("length").alias("size"), mtime.alias("mtime"),
-                F.input_file_name().alias("uri"),
-            )  # fmt: skip
-
-        if self.input_type != "path":
-            named = F.input_file_name() if self.input_type == "image" else F.col("path")
-            scans = [self._files("binaryFile", self.inputs)]
-            parts = [stat(scans[0], named)]
-        else:  # folders are listed; files are listings of paths or URIs, one per line
-            folders = [p for p in self.inputs if os.path.isdir(local_path(p) or "")]
-            scans = [self._files("binaryFile", folders)] if folders else []
-            parts = [stat(scan, F.col("path")) for scan in scans]
-            for listing in (p for p in self.inputs if p not in folders):
-                local = local_path(listing)
-                base = os.path.dirname(os.path.abspath(local)) if local is not None else ""
-                entry = F.trim(F.col("value"))
-                absolute = entry.contains("://") | entry.startswith("/") | F.lit(not base)
-                path = F.when(absolute, entry).otherwise(F.concat(F.lit(base + os.sep), entry))
-                lines = self.spark.read.text(listing).where((entry != "") & ~entry.startswith("#"))
-                unknown = F.lit(None).cast("long")
-                parts.append(
-                    lines.select(path.alias("path"), path.alias("load"), unknown.alias("size"),
-                                 unknown.alias("mtime"), F.lit(None).cast("string").alias("uri"))
-                )  # fmt: skip
-        listed = parts[0]
-        for part in parts[1:]:
-            listed = listed.unionByName(part)
-        return scans, listed
-
-    def images(self, loads: list[str]) -> Images:
-        """The images of a chunk (files of more than 0 bytes, or listed paths)."""
-        from pyspark.sql import functions as F
-
-        if self.input_type == "path":
-            frame = self.spark.createDataFrame([(p,) for p in loads], "path string")
-            return Images(frame, "path", "path")
-        # Explicit files: a name with glob characters must mean the file itself.
-        files = [_GLOB_CHARS.sub(r"\\\1", p) for p in loads]
-        reader = self.spark.read.option("recursiveFileLookup", "true")
-        source = "image" if self.input_type == "image" else "binaryFile"
-        local = all(p.startswith("file:") for p in loads)
-        with _sql_conf(self.spark, _DRIVER_STATS if local else {}):
-            images = reader.format(source).load(files)  # Spark stats the files here
-        if self.input_type == "image":
-            frame = images.select(F.col("image.origin").alias("path"), "image")
-            return Images(frame, "image", "image")
-        return Images(images.select("path", "content"), "content", "bytes")
-
-    def empty(self, paths: list[str]) -> Images:
-        """Files of 0 bytes, which Spark's file sources skip: their empty content, for the
-        engine to give each its reason."""
-        frame = self.spark.createDataFrame([(p, b"") for p in paths], "path string, content binary")
-        return Images(frame, "content", "bytes")
-
-
-# For local files, the driver stats a chunk's files itself: past 32 paths Spark lists them in
-# a job of one task per path, 5-11 s for 1,000 local files here against 0.4-0.7 s on the
-# driver. Remote files keep Spark's parallel listing (a stat is a round trip there).
-_DRIVER_STATS = {"spark.sql.sources.parallelPartitionDiscovery.threshold": str(2**31 - 1)}
-# A listing reads no file: no block locations to look up (100,000 local files: 3.4 -> 2.3 s
-# here), and a task per core, not one per 128 MB of images (at Spark's 4 MB "open cost" per
-# file, 10,000 small files made 313 tasks; their rows took 4.2 s to collect, now 0.6 s).
-_LISTING = {
-    "spark.sql.sources.ignoreDataLocality": "true",
-    "spark.sql.files.openCostInBytes": "0",
-    "spark.sql.files.maxPartitionBytes": str(2**62),
-}
-
-
-@contextlib.contextmanager
-def _sql_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
-    """Session settings changed for a block, then put back."""
-    before: dict[str, str | None] = {key: spark.conf.get(key, None) for key in settings}
-    for key, value in settings.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, old in before.items():
-            if old is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, old)
-
-
-def local_path(path: str) -> str | None:
-    """The local filesystem path of an INPUT or OUT (a plain path or a file: URI), or None."""
-    from urllib.parse import urlparse
-
-    if path.startswith("file:"):
-        return urlparse(path).path
-    return None if "://" in path else path
-
-
 # ---------------------------------------------------------------- the run
 
 
@@ -744,17 +535,29 @@ class Run:
         self.source = source
         self.rows = rows  # images -> path, features, error
 
-    def prepare(self, wanted: dict[str, str], resume: bool, overwrite: bool) -> pd.DataFrame:
+    def prepare(
+        self, wanted: dict[str, str], resume: bool, overwrite: bool, ran: str | None = None
+    ) -> pd.DataFrame:
         """Make OUT ready for a run with fingerprint `wanted` (checked with check_output
-        first); return what OUT holds (nothing unless resuming)."""
+        first); return what OUT holds (nothing unless resuming).
+
+        The manifest records the precision asked for (the fingerprint's, which a resume must
+        match) and the precisions that ran (`ran`, None where the driver cannot tell): bf16
+        asked on a CPU without bf16 runs fp32, and a resume on another machine may differ.
+        """
         started = _committed(self.store.list())
         if started and overwrite:  # check_output saw featurex's files and nothing else
             self.store.delete("")
         if not (started and resume):  # a new OUT, or one whose run committed nothing
             self.store.delete(META)
             self.store.mkdirs(META)
-            manifest = {"format": FORMAT, "fingerprint": wanted, "created": _now()}
-            self.store.write_text(MANIFEST, json.dumps(manifest, indent=2) + "\n")
+            manifest: dict[str, Any] = {"format": FORMAT, "fingerprint": wanted, "created": _now()}
+        else:
+            manifest = _manifest(self.store) or {}
+        record = manifest.setdefault("precision", {"asked": wanted["precision"], "ran": []})
+        if (ran or "unknown") not in record["ran"]:
+            record["ran"].append(ran or "unknown")
+        self.store.write_text(MANIFEST, json.dumps(manifest, indent=2) + "\n")
         held = recover(self.store)
         self.store.mkdirs(RECORDS)
         return held
@@ -792,7 +595,14 @@ class Run:
         from pyspark.sql import functions as F
 
         empty = (inputs["size"] == 0).fillna(False).to_numpy(bool)
-        parts = [self.source.images(inputs.loc[~empty, "load"].tolist())] if (~empty).any() else []
+        hidden = inputs["load"].map(spark_hides).to_numpy(bool) & ~empty
+        if self.source.input_type == "path":  # read by featurex's reader already
+            hidden[:] = False
+        spark = ~empty & ~hidden
+        parts = [self.source.images(inputs.loc[spark, "load"].tolist())] if spark.any() else []
+        if hidden.any():
+            rows = inputs.loc[hidden]
+            parts.append(self.source.hidden(rows["path"].tolist(), rows["load"].tolist()))
         if empty.any():
             parts.append(self.source.empty(inputs.loc[empty, "path"].tolist()))
         rows = reduce(lambda a, b: a.unionByName(b), map(self.rows, parts))

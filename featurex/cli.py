@@ -22,14 +22,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
 from ._compat import require_pyspark
+from ._listing import describe_omitted, image_extensions, plural
 from ._logs import quiet_libraries
-from ._runs import image_extensions
 from ._types import DECODES, ON_ERRORS, PRECISIONS
 from ._words import FlagWords, opt, speaking
 from .config import OPTIONS, ExtractorConfig
 from .errors import ConfigError, MissingDependencyError, WeightsUnavailableError, first_line
 from .models import family
-from .models.runtime import DEFAULT_BATCH_SIZE
+from .models.runtime import DEFAULT_BATCH_SIZE, precision_ran
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATTERN",
         help="only files in INPUT folders whose name matches, e.g. '*.jpg', or '*' for every "
         "file (default: the image formats featurex decodes, by extension in any case: "
-        f"{', '.join(image_extensions())})",
+        f"{', '.join(image_extensions())}). Names starting with _ or . are inputs like any "
+        "other; macOS ._ files never are. The summary counts every file left out, by reason",
     )
     ex.add_argument("--master", default="local[*]", help="Spark master (default: local[*])")
     ex.add_argument(
@@ -388,12 +389,17 @@ def _run(
     store = open_store(spark, args.output)
     check_output(store, wanted, args.resume, args.overwrite, args.output)  # it may have changed
     source = Source(spark, args.inputs, args.input_type, args.glob)
-    listing = source.listing()  # lists files (or listing lines) once: no image is read here
-    if listing.empty:
+    found = source.scan()  # lists files (or listing lines) once: no image is read here
+    if found.inputs.empty:
         which = "" if args.glob else " (files with an image extension: --glob '*' takes all)"
-        return _fail(EXIT_USAGE, f"no images found in {' '.join(args.inputs)}{which}")
+        left = f": {describe_omitted(found.omitted)}" if found.omitted else ""
+        return _fail(EXIT_USAGE, f"no images found in {' '.join(args.inputs)}{which}{left}")
+    ran = (
+        precision_ran(config.precision, config.device) if args.master.startswith("local") else None
+    )
     job = Run(spark, store, source, feature_rows(config, args.output_type))
-    todo = plan(listing, job.prepare(wanted, args.resume, args.overwrite), args.commit_every)
+    held = job.prepare(wanted, args.resume, args.overwrite, ran)
+    todo = plan(found.inputs, held, args.commit_every)
 
     tracker = spark.sparkContext.statusTracker()
     progress = _Progress(
@@ -409,12 +415,24 @@ def _run(
         return _fail(EXIT_FAILED, f"the job failed: {_root_cause(exc)}")
     progress.stop(success=True)
     elapsed = time.perf_counter() - started
+    print(_accounting(found.found, totals.extracted + todo.skipped, found.omitted))
+    precision = config.precision if ran in (None, config.precision) else (
+        f"{ran}, {config.precision} asked"
+    )  # fmt: skip
     print(
         f"featurex: {totals.extracted} images, {totals.failed} failed, {todo.skipped} skipped "
         f"as already done, {totals.extracted / elapsed:.1f} images/s "
-        f"({elapsed:.1f} s, {args.model}, {config.precision}) -> {args.output}"
+        f"({elapsed:.1f} s, {args.model}, {precision}) -> {args.output}"
     )
     return EXIT_OK
+
+
+def _accounting(found: int, rows: int, omitted: dict[str, list[str]]) -> str:
+    """Every file found is a row of OUT or left out for a counted reason:
+    "featurex: 28 files found = 23 rows + 5 left out: 3 not images (...); 2 macOS ._ files"."""
+    left = sum(map(len, omitted.values()))
+    line = f"featurex: {plural(found, 'file', 'files')} found = {plural(rows, 'row', 'rows')}"
+    return f"{line} + {left} left out: {describe_omitted(omitted)}" if left else line
 
 
 def _root_cause(exc: BaseException) -> str:

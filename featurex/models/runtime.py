@@ -135,12 +135,61 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def check_precision(precision: str, device: str) -> None:
-    """On the driver: warn now, not only in worker logs, when a precision will run as fp32.
+    """On the driver: warn now, not only in worker logs, when a precision will run as fp32,
+    and when it is likely slower than fp32 on this CPU.
 
     The driver's CPU stands in for the executors'; the workers check their own as well.
     """
     if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
         autocast_dtype(precision, torch.device("cpu"))
+        slower = slower_than_fp32(precision)
+        if slower is not None:
+            warn_once(slower)
+
+
+def precision_ran(precision: str, device: str) -> str | None:
+    """The precision that runs for `precision` on `device` ("cpu", "cuda", "cuda:N", or
+    "auto": a GPU if this process sees one), by this machine's probes, as `autocast_dtype`
+    decides it: bf16 on a CPU without bf16 kernels, and fp16 on any CPU, run fp32; int8
+    runs fp16 on a GPU. None for a GPU this process lacks (a cluster's executors decide).
+
+    An int8 model that fails its check against fp32 at load also runs fp32: a worker warns
+    then, and this cannot know it.
+    """
+    kind = device.partition(":")[0]
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda" and not torch.cuda.is_available():
+        return None
+    if precision == "fp32":
+        return "fp32"
+    if precision == "int8":
+        if kind == "cuda":
+            return "fp16"
+        return "int8" if quantize.engine() is not None else "fp32"
+    if kind == "cuda":
+        return "fp32" if precision == "bf16" and not torch.cuda.is_bf16_supported() else precision
+    return "bf16" if precision == "bf16" and _cpu_has_bf16() else "fp32"
+
+
+# Speed order of the CPU precisions, as `recommended_precision` ranks them.
+_CPU_RANK = {"fp32": 0, "bf16": 1, "int8": 2}
+
+
+def slower_than_fp32(precision: str) -> str | None:
+    """One line where `precision` (bf16, int8) is likely slower than fp32 on this CPU, by
+    `featurex info`'s own measure (`recommended_precision`): int8 without int8 dot-product
+    instructions (VNNI, AMX), bf16 without bf16 kernels. None otherwise."""
+    recommended = recommended_precision()
+    if precision not in ("bf16", "int8") or _CPU_RANK[precision] <= _CPU_RANK[recommended]:
+        return None
+    if precision_ran(precision, "cpu") != precision:
+        return None  # it runs fp32: autocast_dtype says so
+    lacks = "int8 dot-product instructions (VNNI, AMX)" if precision == "int8" else "bf16 kernels"
+    return (
+        f"{precision} is likely slower than fp32 on this CPU, which has no {lacks}: "
+        f"`featurex info` recommends {recommended} here"
+    )
 
 
 # The instruction sets that decide CPU inference speed, as /proc/cpuinfo names them.
