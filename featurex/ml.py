@@ -4,6 +4,11 @@ The stage holds Params and nothing else (no session, no model), so it pickles sm
 and loads with `DefaultParamsWritable`/`DefaultParamsReadable`, and runs under Spark
 Connect. Its params are checked on the driver by `ExtractorConfig`, the same validation as
 `featurex.image_features`, when the stage is built and again before any job of `transform`.
+
+A failed image is what Spark's own feature stages call an invalid entry: `handleInvalid`
+keeps it as a null (the default, featurex's `on_error="null"`), drops its row ("skip", what an
+MLlib estimator next in the pipeline needs: it refuses null vectors) or fails the task
+("error", `on_error="raise"`). `errorCol` adds the reason beside the features.
 """
 
 from __future__ import annotations
@@ -14,25 +19,29 @@ from typing import TYPE_CHECKING, Any, cast
 from pyspark import keyword_only
 from pyspark.ml import Transformer
 from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.param.shared import HasInputCol, HasOutputCol
+from pyspark.ml.param.shared import HasHandleInvalid, HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.sql import functions as F
 
 from ._types import DECODES, PRECISIONS
 from ._words import ParamWords, camel, speaking
 from .config import DEFAULT_MAX_PIXELS, OPTIONS, ExtractorConfig
 from .errors import ConfigError
-from .spark import INPUT_TYPES, InputType, check_input, features_column
+from .spark import INPUT_TYPES, InputType, check_input, features_udf
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 OUTPUT_TYPES = ("array", "vector")
+# Spark's own words for invalid entries (StringIndexer, VectorAssembler), and the engine's
+# on_error that each needs: "skip" drops the rows that "keep" would hold as nulls.
+HANDLE_INVALID = ("error", "keep", "skip")
+_ON_ERROR = {"error": "raise", "keep": "null", "skip": "null"}
 
 
 def to_vector(features: Column) -> Column:
     """array<float> -> MLlib DenseVector, null stays null (array_to_vector fails on null)."""
     from pyspark.ml.functions import array_to_vector
-    from pyspark.sql import functions as F
 
     # Spark evaluates the features UDF once here: identical Python UDF calls are deduplicated.
     return F.when(features.isNotNull(), array_to_vector(features))
@@ -52,10 +61,10 @@ _INT, _BOOL = TypeConverters.toInt, TypeConverters.toBoolean
 PARAMS = {name: camel(name) for name in ("model", "weights", *OPTIONS) if name != "transform"}
 # Errors raised while the stage validates name its params (batchSize, weights='none').
 WORDS = ParamWords({**PARAMS, "input_type": "inputType", "output_type": "outputType"})
-# The options whose default is None: a param left unset (params hold no None).
+# The options whose default is None, and errorCol: a param left unset (params hold no None).
 _UNSET_IS_NONE = frozenset(
     camel(f.name) for f in dataclasses.fields(ExtractorConfig) if f.init and f.default is None
-)
+) | {"errorCol"}
 
 
 def _config_defaults() -> dict[str, Any]:
@@ -68,6 +77,7 @@ class ImageFeaturizer(
     Transformer,
     HasInputCol,
     HasOutputCol,
+    HasHandleInvalid,
     DefaultParamsReadable["ImageFeaturizer"],
     DefaultParamsWritable,
 ):
@@ -78,10 +88,13 @@ class ImageFeaturizer(
     >>> Pipeline(stages=[featurizer, LogisticRegression()]).fit(train)
 
     `outputType="array"` gives `array<float>`; `"vector"` an MLlib `DenseVector` (through
-    `pyspark.ml.functions.array_to_vector`), what MLlib estimators expect. Images that cannot
-    be decoded give null (or fail the task with `onError="raise"`). There is a param for each
-    of `ExtractorConfig`'s options, camelCased, except `transform`: a Python callable is no
-    param a saved stage could hold, so the stage uses the family's own preprocessing.
+    `pyspark.ml.functions.array_to_vector`), what MLlib estimators expect. An image that
+    cannot be used is a null with `handleInvalid="keep"` (the default), a dropped row with
+    `"skip"` (MLlib estimators refuse null vectors) and a failed task with `"error"`;
+    `errorCol` names a column for the reason (null where the image was used). There is a
+    param for each of `ExtractorConfig`'s options, camelCased, except `transform`: a Python
+    callable is no param a saved stage could hold, so the stage uses the family's own
+    preprocessing.
     """
 
     model: Param[str] = _param(
@@ -138,6 +151,15 @@ class ImageFeaturizer(
     inputType: Param[str] = _param(
         "inputType", "auto (from the column type), bytes, image (Spark's image struct) or path"
     )
+    handleInvalid: Param[str] = _param(
+        "handleInvalid", "what to do with an image that cannot be used: keep (a null in "
+        "outputCol), skip (drop its row: MLlib estimators refuse null vectors) or error (fail "
+        "the task naming the reason, as onError='raise')",
+    )  # fmt: skip
+    errorCol: Param[str] = _param(
+        "errorCol", "a column for the reason an image could not be used, null where it was "
+        "(unset: no such column)",
+    )  # fmt: skip
 
     _input_kwargs: dict[str, Any]  # set by @keyword_only
 
@@ -165,11 +187,16 @@ class ImageFeaturizer(
         trustCheckpoint: bool = False,
         outputType: str = "array",
         inputType: str = "auto",
+        handleInvalid: str = "keep",
+        errorCol: str | None = None,
     ) -> None:
         super().__init__()
         # The config's own defaults; an option whose default is None is a param left unset.
+        # handleInvalid keeps failed rows by default, as on_error="null" does: a stage saved
+        # before the param existed loads with the behaviour it was saved with.
         self._setDefault(
             inputCol="content", outputCol="features", outputType="array", inputType="auto",
+            handleInvalid="keep",
             **{p: v for p, v in _config_defaults().items() if v is not None},
         )  # fmt: skip
         self._apply(self._input_kwargs)
@@ -199,6 +226,8 @@ class ImageFeaturizer(
         trustCheckpoint: bool | None = None,
         outputType: str | None = None,
         inputType: str | None = None,
+        handleInvalid: str | None = None,
+        errorCol: str | None = None,
     ) -> ImageFeaturizer:
         """Sets the given params and checks the result."""
         self._apply(self._input_kwargs)
@@ -228,10 +257,36 @@ class ImageFeaturizer(
             if input_type not in INPUT_TYPES:
                 expected = ", ".join(repr(t) for t in INPUT_TYPES)
                 raise ConfigError(f"unknown inputType {input_type!r}: expected one of {expected}")
+            error_col = self.getErrorCol()
+            if error_col is not None and error_col == self.getOutputCol():
+                raise ConfigError(
+                    f"errorCol and outputCol are both {error_col!r}: name the reasons' column "
+                    "apart from the features'"
+                )
             options: dict[str, Any] = {
                 name: self._optional(self.getParam(param)) for name, param in PARAMS.items()
             }
+            options["on_error"] = self._on_error()
             return ExtractorConfig(**options)
+
+    def _on_error(self) -> str:
+        """The engine's on_error: the one handleInvalid needs, or onError's where only that
+        is set (its older spelling: "raise" is handleInvalid="error"). Both set, they agree."""
+        handle = self.getHandleInvalid()
+        if handle not in HANDLE_INVALID:
+            expected = ", ".join(repr(h) for h in HANDLE_INVALID)
+            raise ConfigError(f"unknown handleInvalid {handle!r}: expected one of {expected}")
+        if not self.isSet(self.onError):
+            return _ON_ERROR[handle]
+        on_error = self.getOnError()
+        if self.isSet(self.handleInvalid) and on_error in _ON_ERROR.values():
+            if on_error != _ON_ERROR[handle]:
+                raise ConfigError(
+                    f"handleInvalid={handle!r} and onError={on_error!r} disagree: "
+                    f"handleInvalid={handle!r} needs onError={_ON_ERROR[handle]!r}; set "
+                    "handleInvalid alone (onError='raise' is handleInvalid='error')"
+                )
+        return on_error  # an unknown value: ExtractorConfig names it
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         config = self.extractor_config()  # on the driver, before any job
@@ -239,10 +294,24 @@ class ImageFeaturizer(
         input_col, input_type = self.getInputCol(), cast(InputType, self.getInputType())
         with speaking(WORDS):
             check_input(dataset, input_col, input_type)
-        column = features_column(input_col, config, input_type=input_type)
+        output_col, error_col = self.getOutputCol(), self.getErrorCol()
+        udf = features_udf(config, with_errors=error_col is not None, input_type=input_type)
+        # Nondeterministic, so that the optimizer never copies the model's UDF: a deterministic
+        # one is pushed below a filter on its output (skip here, `features IS NOT NULL` in a
+        # later stage) and runs twice, once for the filter and once for the column.
+        column: Column = udf.asNondeterministic()(input_col)
+        if error_col is None:
+            out = dataset.withColumn(output_col, column)
+        else:  # one call for both: the struct, then its fields
+            struct = f"__featurex_{self.uid}"
+            out = dataset.withColumn(struct, column)
+            out = out.withColumn(output_col, F.col(struct)["features"])
+            out = out.withColumn(error_col, F.col(struct)["error"]).drop(struct)
         if self.getOutputType() == "vector":
-            column = to_vector(column)
-        return dataset.withColumn(self.getOutputCol(), column)
+            out = out.withColumn(output_col, to_vector(F.col(output_col)))
+        if self.getHandleInvalid() == "skip":
+            out = out.where(F.col(output_col).isNotNull())
+        return out
 
     # Setters and getters, in the pyspark.ml style. A getter of an option whose default is
     # None returns None while its param is unset.
@@ -370,3 +439,18 @@ class ImageFeaturizer(
 
     def getInputType(self) -> str:
         return str(self.getOrDefault(self.inputType))
+
+    def setHandleInvalid(self, value: str) -> ImageFeaturizer:
+        return self._set(handleInvalid=value)
+
+    def getHandleInvalid(self) -> str:
+        """keep (failed images are nulls), skip (their rows are dropped) or error."""
+        return str(self.getOrDefault(self.handleInvalid))
+
+    def setErrorCol(self, value: str | None) -> ImageFeaturizer:
+        return self._apply({"errorCol": value})
+
+    def getErrorCol(self) -> str | None:
+        """The column of reasons, or None (unset) for none."""
+        value = self._optional(self.errorCol)
+        return None if value is None else str(value)

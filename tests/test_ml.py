@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import uuid
@@ -146,6 +147,10 @@ def test_bytes_paths_and_image_structs_give_the_same_features(
         ({"model": "tf:resnet50"}, "unknown model family 'tf:' in model='tf:resnet50'"),
         ({"weights": "/missing/r18.pth"}, "checkpoint file not found: '/missing/r18.pth'. Pass an existing .pth/.pt/.safetensors state_dict, a weights name, or weights='none'"),
         ({"weights": "IMAGENET9K"}, "unknown weights 'IMAGENET9K' for resnet18"),
+        ({"handleInvalid": "drop"}, "unknown handleInvalid 'drop': expected one of 'error', 'keep', 'skip'"),
+        ({"handleInvalid": "skip", "onError": "raise"}, "handleInvalid='skip' and onError='raise' disagree: handleInvalid='skip' needs onError='null'"),
+        ({"handleInvalid": "error", "onError": "null"}, "handleInvalid='error' and onError='null' disagree"),
+        ({"errorCol": "features"}, "errorCol and outputCol are both 'features'"),
     ],
 )  # fmt: skip
 def test_a_bad_param_fails_at_construction_naming_the_value(
@@ -228,3 +233,87 @@ def test_holds_only_params_pickles_small_and_round_trips(
         p.name: v for p, v in featurizer.extractParamMap().items()
     }
     assert loaded.extractor_config() == featurizer.extractor_config()
+
+
+def _with_failures(spark: SparkSession, n_per_class: int, seed: int) -> DataFrame:
+    """Textures, then a corrupt image, an empty one and a null (ids 900-902)."""
+    bad = spark.createDataFrame(
+        [(900, b"\xff\xd8 not a jpeg", 0.0), (901, b"", 1.0), (902, None, 0.0)],
+        "id long, image binary, label double",
+    )
+    return _dataset(spark, n_per_class, seed).unionByName(bad).coalesce(1)
+
+
+def _udf_runs(df: DataFrame) -> int:
+    """How many times the executed plan runs featurex's UDF (each run is a forward pass)."""
+    plan = df._jdf.queryExecution().executedPlan().toString()  # type: ignore[operator]
+    return len(re.findall(r"features_(?:only|and_errors)\(", plan))
+
+
+@pytest.mark.slow
+def test_a_pipeline_skips_failed_images_and_survives_save_and_load(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    train, test = _with_failures(spark, 6, seed=6), _with_failures(spark, 4, seed=7)
+    featurizer = _featurizer(outputType="vector", handleInvalid="skip", errorCol="error")
+    pipeline = Pipeline(stages=[featurizer, LogisticRegression(maxIter=5, regParam=0.01)])
+    fitted = pipeline.fit(train)  # LogisticRegression alone fails on a null vector
+    predicted = fitted.transform(test)
+    assert _udf_runs(predicted) == 1
+    rows = predicted.select("id", "error", "prediction").orderBy("id").collect()
+    assert [r["id"] for r in rows] == list(range(8)) and {r["error"] for r in rows} == {None}
+
+    fitted.write().save(str(tmp_path / "model"))
+    loaded = PipelineModel.load(str(tmp_path / "model"))
+    stage = loaded.stages[0]
+    assert isinstance(stage, fx.ImageFeaturizer)
+    assert (stage.getHandleInvalid(), stage.getErrorCol()) == ("skip", "error")
+    again = loaded.transform(test).select("id", "prediction").orderBy("id").collect()
+    assert [(r["id"], r["prediction"]) for r in again] == [(r["id"], r["prediction"]) for r in rows]
+
+
+def test_keep_holds_failed_rows_as_nulls_with_their_reasons(spark: SparkSession) -> None:
+    df = _with_failures(spark, 1, seed=8)
+    kept = _featurizer(outputType="vector", errorCol="why").transform(df)  # keep: the default
+    # A later stage's filter on the output does not run the model a second time.
+    assert _udf_runs(kept) == 1 and _udf_runs(kept.where("features is not null")) == 1
+    rows = {r["id"]: r for r in kept.select("id", "features", "why").collect()}
+    assert sorted(rows) == [0, 1, 900, 901, 902]
+    assert all(isinstance(rows[i]["features"], DenseVector) and rows[i]["why"] is None
+               for i in (0, 1))  # fmt: skip
+    assert all(rows[i]["features"] is None for i in (900, 901, 902))
+    assert rows[900]["why"].startswith("not an image")
+    assert rows[901]["why"] == "empty input (0 bytes)" and rows[902]["why"] == "null input"
+    # Without errorCol the stage adds its output column and nothing else.
+    assert _featurizer().transform(df).columns == [*df.columns, "features"]
+
+
+def test_error_fails_the_task_naming_the_reason(spark: SparkSession) -> None:
+    bad = spark.createDataFrame([(900, b"\xff\xd8 not a jpeg")], "id long, image binary")
+    stage = _featurizer(handleInvalid="error")
+    assert stage.extractor_config().on_error == "raise"
+    with pytest.raises(Exception, match="not an image"):
+        stage.transform(bad).collect()
+
+
+def test_handle_invalid_saves_loads_and_a_stage_saved_without_it_keeps(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    stage = _featurizer(handleInvalid="skip", errorCol="error")
+    stage.write().save(str(tmp_path / "skip"))
+    loaded = fx.ImageFeaturizer.load(str(tmp_path / "skip"))
+    assert (loaded.getHandleInvalid(), loaded.getErrorCol()) == ("skip", "error")
+    assert loaded.isSet(loaded.handleInvalid)
+    # A stage saved before the param existed (its metadata has no handleInvalid): keep, as
+    # it behaved then.
+    _featurizer().write().save(str(tmp_path / "old"))
+    [metadata] = (tmp_path / "old" / "metadata").glob("part-00000*")
+    saved = json.loads(metadata.read_text())
+    for params in (saved["paramMap"], saved["defaultParamMap"]):
+        params.pop("handleInvalid", None)
+    metadata.write_text(json.dumps(saved))
+    metadata.with_name(f".{metadata.name}.crc").unlink()  # Hadoop's checksum of the old text
+    old = fx.ImageFeaturizer.load(str(tmp_path / "old"))
+    assert old.getHandleInvalid() == "keep" and old.extractor_config().on_error == "null"
+    # onError, the older spelling, still works alone.
+    assert _featurizer(onError="raise").extractor_config().on_error == "raise"
