@@ -11,6 +11,7 @@ loads the same files.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import inspect
 import os
@@ -117,13 +118,19 @@ class HuggingFace:
         )
 
     def _local(self, source: Source) -> str:
-        """The folder to load from: the user's, or the pinned snapshot in the HF cache."""
+        """The folder to load from: the user's, or the pinned snapshot in the HF cache.
+
+        A commit's files never change: where the cache holds what the model needs (configs,
+        and safetensors weights unless it is a random init), the Hub is not asked."""
         assert isinstance(source.model, str)
         if source.revision is None:
             return source.model
         from huggingface_hub import snapshot_download
 
         patterns = _FILES if source.weights is not None else ["*.json"]
+        cached = _cached_snapshot(source.model, source.revision, source.weights is not None)
+        if cached is not None:
+            return cached
         try:
             with download_lock(source.identity):
                 return str(
@@ -133,7 +140,7 @@ class HuggingFace:
                 )
         except Exception as exc:
             raise WeightsUnavailableError(
-                f"cannot download hf:{source.model} at {source.revision} ({first_line(exc)}). "
+                f"cannot download hf:{source.model} at {source.revision} ({_said(exc)}). "
                 f"{_offline_fix(config_cached=True)}"
             ) from exc
 
@@ -309,14 +316,46 @@ def _check_folder(folder: str, weights: str | None) -> None:
         )
 
 
+def _said(exc: BaseException) -> str:
+    """An error's first line without its closing period: featurex's own sentence follows."""
+    return first_line(exc).rstrip(". ")
+
+
+def _cached_snapshot(repo: str, commit: str, weights: bool) -> str | None:
+    """The cache's folder of a repo at a commit, if it holds the configs (and, with
+    `weights`, safetensors weights); None otherwise."""
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(repo, "config.json", revision=commit)
+    if not isinstance(config, str):
+        return None
+    folder = os.path.dirname(config)
+    needed = os.path.isfile(os.path.join(folder, "preprocessor_config.json"))
+    if weights:
+        needed = needed and bool(glob.glob(os.path.join(folder, "*.safetensors")))
+    return folder if needed else None
+
+
 def _hub_file(repo: str, filename: str, revision: str | None, weights: str | None) -> str:
     """A config file of a Hub repo at a revision, from the cache or downloaded; one-line
-    errors that say what is true (random init needs these files too)."""
+    errors that say what is true (random init needs these files too).
+
+    A random init needs the config alone: a cached one is used without asking the Hub.
+    Otherwise the Hub is asked once (which commit the revision names now); where it cannot
+    be reached the cache answers, or the error comes at once: huggingface_hub itself would
+    retry for about 20 s first.
+    """
     from huggingface_hub import constants, errors, hf_hub_download
 
     where = f"hf:{repo}" + (f"@{revision}" if revision else "")
     still = f" ({opt('weights', None)} needs its {filename} too)" if weights is None else ""
     try:
+        if weights is None or constants.HF_HUB_OFFLINE:
+            with contextlib.suppress(errors.LocalEntryNotFoundError):
+                return str(
+                    hf_hub_download(repo, filename, revision=revision, local_files_only=True)
+                )
+        _ask_hub(repo, filename, revision)
         return str(hf_hub_download(repo, filename, revision=revision))
     except errors.RevisionNotFoundError as exc:
         raise ConfigError(f"{where}: no such revision ({first_line(exc)})") from exc
@@ -324,11 +363,11 @@ def _hub_file(repo: str, filename: str, revision: str | None, weights: str | Non
         raise ConfigError(
             f"{where}: no such repo, or it is private or gated (log in with `hf auth login`)"
         ) from exc
-    except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as exc:
+    except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, _Unreachable) as exc:
         why = (
             "HF_HUB_OFFLINE=1 is set, so the Hub was not asked"
             if constants.HF_HUB_OFFLINE
-            else f"the Hub cannot be reached: {first_line(exc)}"
+            else f"the Hub cannot be reached ({_said(exc)})"
         )
         raise WeightsUnavailableError(
             f"cannot resolve {where}: it is not in the Hugging Face cache, and {why}{still}. "
@@ -338,9 +377,28 @@ def _hub_file(repo: str, filename: str, revision: str | None, weights: str | Non
         raise ConfigError(f"{where} has no {filename}: is it an image model?") from exc
     except OSError as exc:
         raise WeightsUnavailableError(
-            f"cannot resolve {where} ({first_line(exc)}){still}. "
-            f"{_offline_fix(config_cached=False)}"
+            f"cannot resolve {where} ({_said(exc)}){still}. {_offline_fix(config_cached=False)}"
         ) from exc
+
+
+class _Unreachable(Exception):
+    """The Hub did not answer (no network, no DNS, a proxy refusing)."""
+
+
+def _ask_hub(repo: str, filename: str, revision: str | None) -> None:
+    """One HEAD request for a file, without huggingface_hub's retries (5, backing off over
+    about 20 s, when a network error meets an empty cache). The Hub's own answers (no such
+    repo, revision or file) are raised as they are; no answer is `_Unreachable`, unless the
+    cache holds the file (hf_hub_download then uses it, as offline)."""
+    from huggingface_hub import errors, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    try:
+        get_hf_file_metadata(hf_hub_url(repo, filename, revision=revision))
+    except errors.HfHubHTTPError:
+        raise  # the Hub answered
+    except Exception as exc:
+        if not isinstance(try_to_load_from_cache(repo, filename, revision=revision), str):
+            raise _Unreachable(first_line(exc)) from exc
 
 
 def _check_image_model(config_dir: str, where: str) -> None:
