@@ -76,8 +76,8 @@ def test_dockerfile_essentials(tag: str, dockerfile: Path) -> None:
     assert base[0].startswith("nvidia/cuda:" if tag.endswith("cuda") else "python:3.11")
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0")
-    # The README's build command tags it as the compose file expects.
-    assert f"docker build -f docker/{dockerfile.name} -t {tag} ." in _readme_docker()
+    # The docs' build command tags it as the compose file expects.
+    assert f"docker build -f docker/{dockerfile.name} -t {tag} ." in _docs_docker()
 
 
 def test_dockerignore_keeps_the_context_small_and_what_the_images_copy() -> None:
@@ -150,8 +150,9 @@ def test_compose_job_runs_featurex_extract_on_the_mounted_folders() -> None:
     assert targets["/data"].endswith(":/data:ro")  # inputs are read-only
 
 
-def _readme_docker() -> str:
-    text = (ROOT / "README.md").read_text()
+def _docs_docker() -> str:
+    """The "Docker" section of docs/deploying.md (moved there from the README)."""
+    text = (ROOT / "docs" / "deploying.md").read_text()
     start = text.index("## Docker")
     end = text.find("\n## ", start + 1)
     return text[start : end if end != -1 else None]

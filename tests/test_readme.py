@@ -1,22 +1,31 @@
-"""The README's Python examples run against the test session, each set in a folder of its own.
+"""Every Python example of the README and of docs/ runs against the test session.
 
-The quickstart and the recipes run exactly as written. The reference examples further down ask
-for pretrained weights, which cannot be downloaded on the test machines: there
-`weights="DEFAULT"` runs as `weights=None` (the same code path after loading), nothing else
-changed. The options table is checked against the config, the command and the ML stage.
+The quickstart runs on samples/. The README's API brief and recipes, and each docs page's
+examples (in order, one namespace a page), run on a copy of samples/ that also holds a
+near-copy of one photo, a corrupt file, an empty file and `_DSC0001.JPG`: the files a user's
+folder holds, and that a recipe must survive. Examples that ask for pretrained torchvision
+weights (`weights="DEFAULT"`) run as written, offline, as docs/models.md tells users to: the
+weights files in the `TORCH_HOME` of the driver and the workers (here, random weights saved
+under the real files' names). The options table is checked against the config, the command
+and the ML stage, and every relative link against the files and their headings.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+import torchvision
+from images import jpeg
 from PIL import Image
 from pyspark.sql import SparkSession
 
@@ -27,23 +36,26 @@ from featurex.ml import PARAMS
 
 ROOT = Path(__file__).parents[1]
 README = (ROOT / "README.md").read_text()
+PAGES = {p.name: p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))}
 SAMPLES = sorted(p.name for p in (ROOT / "samples").iterdir())
+# What the recipes' folder holds besides samples/: binaryFile reads the first two.
+EXTRAS = ["chelsea-copy.jpg", "corrupt.jpg", "empty.jpg", "_DSC0001.JPG"]
 
 
-def _section(title: str) -> str:
-    """A "## " section of the README, its heading included."""
-    start = README.index(f"\n## {title}\n") + 1
-    end = README.find("\n## ", start)
-    return README[start:end]
+def _section(text: str, title: str) -> str:
+    """A "## " section of a page, its heading included."""
+    start = text.index(f"\n## {title}\n") + 1
+    end = text.find("\n## ", start)
+    return text[start : end if end != -1 else None]
 
 
 def _python(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-QUICKSTART = _python(_section("Quickstart"))
-RECIPES = _python(_section("What to do with the vectors"))
-REFERENCE = [code for code in _python(README) if code not in QUICKSTART + RECIPES]
+QUICKSTART = _python(_section(README, "Quickstart"))
+BRIEF = _python(_section(README, "The API in brief"))
+RECIPES = _python(_section(README, "What to do with the vectors"))
 
 
 @pytest.fixture
@@ -57,29 +69,89 @@ def folder(spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     local.setWorkingDirectory(hadoop.Path(str(tmp_path)))
     yield tmp_path
     local.setWorkingDirectory(before)
+    spark.sql("DROP TABLE IF EXISTS image_features")
+
+
+@pytest.fixture
+def messy(folder: Path) -> Path:
+    """samples/ with a near-duplicate, a corrupt file, an empty file and a `_` name."""
+    samples = folder / "samples"
+    shutil.copytree(ROOT / "samples", samples)
+    with Image.open(samples / "chelsea.jpg") as photo:  # a near-duplicate: smaller, recompressed
+        photo.resize((photo.width * 9 // 10, photo.height * 9 // 10)).save(
+            samples / "chelsea-copy.jpg", quality=85
+        )
+    (samples / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 a JPEG's first bytes, then text")
+    (samples / "empty.jpg").write_bytes(b"")
+    (samples / "_DSC0001.JPG").write_bytes(jpeg(200, 150, seed=26))  # a camera's own name
+    assert sorted(p.name for p in samples.iterdir()) == sorted(SAMPLES + EXTRAS)
+    return samples
+
+
+@pytest.fixture(scope="module")
+def pretrained(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A torch hub cache filled by hand, as docs/models.md says to do offline, for the driver
+    and the Python workers: RANDOM weights under the names of torchvision's DEFAULT files, so
+    that `weights="DEFAULT"` runs as written without a download."""
+    home = tmp_path_factory.mktemp("torch-home")
+    checkpoints = home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for name in ("resnet18", "resnet50"):
+        url = torchvision.models.get_model_weights(name)["DEFAULT"].url
+        model = torchvision.models.get_model(name, weights=None)
+        torch.save(model.state_dict(), checkpoints / Path(urlparse(url).path).name)
+    # The workers get the variable as `spark.executorEnv.TORCH_HOME` would give it: pyspark
+    # ships `sc.environment` with each UDF made after this.
+    environment = spark.sparkContext.environment
+    before = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = environment["TORCH_HOME"] = str(home)
+    yield home
+    del environment["TORCH_HOME"]
+    if before is None:
+        del os.environ["TORCH_HOME"]
+    else:
+        os.environ["TORCH_HOME"] = before
 
 
 def _run(blocks: list[str], where: str) -> dict[str, object]:
     namespace: dict[str, object] = {}
     for code in blocks:
-        exec(compile(code, f"README.md ({where})", "exec"), namespace)
+        exec(compile(code, where, "exec"), namespace)
     return namespace
 
 
 def test_the_readme_starts_with_a_quickstart_of_at_most_30_lines() -> None:
     lines = README.splitlines()
     assert lines[0] == "# featurex" and lines[1] == lines[4] == "" and lines[5] == "## Quickstart"
-    assert len(_section("Quickstart").rstrip().splitlines()) <= 30
-    # Random weights, said plainly.
+    assert len(_section(README, "Quickstart").rstrip().splitlines()) <= 30
+    # Random weights, said plainly; the install's size on the first screen, with its command.
     assert len(QUICKSTART) == 1 and "weights=None" in QUICKSTART[0]
     assert "RANDOM weights" in QUICKSTART[0]
+    first_screen = " ".join(lines[:12])
+    assert re.search(r"installs [\d.]+ GB \(`du -sh\s+\.venv`\)", first_screen), first_screen
+
+
+def test_the_readme_keeps_to_300_lines_and_its_reference_is_in_docs() -> None:
+    assert len(README.splitlines()) <= 300
+    for page in ("api.md", "models.md", "ml.md", "cli.md", "deploying.md", "gpu.md"):
+        assert f"(docs/{page})" in README, page
+
+
+def test_make_run_falls_back_to_random_weights_as_the_readme_says() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    run = makefile[makefile.index("\nrun:") : makefile.index("\ntest:")]
+    # The Makefile falls back, on the command's exit code 3, saying so; featurex never does.
+    assert "-eq 3" in run and "RANDOM weights" in run and run.count("--weights none") == 2
+    said = " ".join(_section(README, "The two commands").split())
+    assert "featurex itself never falls back to random weights" in said
+    assert "exit code 3" in said and "The fallback is the Makefile's" in said
 
 
 def test_the_quickstart_runs_as_written_on_samples(
     spark: SparkSession, folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (folder / "samples").symlink_to(ROOT / "samples")
-    namespace = _run(QUICKSTART, "Quickstart")
+    namespace = _run(QUICKSTART, "README.md (Quickstart)")
     printed = capsys.readouterr().out
     assert len([ln for ln in printed.splitlines() if "file:" in ln]) == len(SAMPLES) == 6
     rows = namespace["features"].collect()  # type: ignore[attr-defined]
@@ -88,69 +160,126 @@ def test_the_quickstart_runs_as_written_on_samples(
     assert all(len(r["features"]) == 512 for r in rows) and np.allclose(norms, 1, atol=1e-5)
 
 
-def test_the_recipes_run_as_written_on_real_spark(
-    spark: SparkSession, folder: Path, capsys: pytest.CaptureFixture[str]
+def test_the_brief_and_the_recipes_survive_bad_files(
+    spark: SparkSession, messy: Path, pretrained: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    samples = folder / "samples"
-    shutil.copytree(ROOT / "samples", samples)
-    with Image.open(samples / "chelsea.jpg") as photo:  # a near-duplicate: smaller, recompressed
-        photo.resize((photo.width * 9 // 10, photo.height * 9 // 10)).save(
-            samples / "chelsea-copy.jpg", quality=85
-        )
-    try:
-        _check_recipes(_run(QUICKSTART + RECIPES, "recipes"), samples, folder)
-    finally:
-        spark.sql("DROP TABLE IF EXISTS image_features")
+    namespace = _run(QUICKSTART + BRIEF + RECIPES, "README.md (brief and recipes)")
     assert "(7, 512) float32" in capsys.readouterr().out
+    got = {name: namespace[name].collect() for name in (  # type: ignore[attr-defined]
+        "checked", "with_vectors", "nearest", "neighbours", "groups", "predicted", "every")}  # fmt: skip
+    # binaryFile's rows: `_` names and empty files are not among them.
+    read = [*SAMPLES, "chelsea-copy.jpg", "corrupt.jpg"]
+    names = {f"file:{messy}/{n}": n for n in read}
 
-
-def _check_recipes(namespace: dict[str, object], samples: Path, folder: Path) -> None:
-    names = {f"file:{samples}/{n}": n for n in [*SAMPLES, "chelsea-copy.jpg"]}
-
-    joined = namespace["with_vectors"].collect()  # type: ignore[attr-defined]
-    assert sorted(names[r["path"]] for r in joined) == sorted(names.values())
-    assert all(r["length"] > 0 and len(r["features"]) == 512 for r in joined)
-    # The image itself, then its copy, by the exact dot product and by LSH.
-    nearest = namespace["nearest"].collect()  # type: ignore[attr-defined]
+    # The brief: the corrupt file, and why.
+    failed = {names[r["path"]]: r["error"] for r in got["checked"] if r["error"]}
+    assert list(failed) == ["corrupt.jpg"] and failed["corrupt.jpg"]  # a reason, said
+    # The table joined back: every file read, the corrupt one with null features.
+    joined = {names[r["path"]]: r for r in got["with_vectors"]}
+    assert sorted(joined) == sorted(read) and all(r["length"] > 0 for r in joined.values())
+    assert joined.pop("corrupt.jpg")["features"] is None
+    assert all(len(r["features"]) == 512 for r in joined.values())
+    plain = namespace["plain"].select("file").collect()  # type: ignore[attr-defined]
+    assert sorted(r["file"] for r in plain) == sorted(str(messy / n) for n in read)
+    # The image itself, then its copy, by the exact dot product and by LSH; the corrupt last.
+    nearest = got["nearest"]
     assert [names[r["path"]] for r in nearest[:2]] == ["chelsea.jpg", "chelsea-copy.jpg"]
     assert nearest[0]["cosine"] == pytest.approx(1, abs=1e-5) and nearest[2]["cosine"] < 1 - 1e-3
-    lsh = namespace["neighbours"].collect()  # type: ignore[attr-defined]
+    assert names[nearest[-1]["path"]] == "corrupt.jpg" and nearest[-1]["cosine"] is None
+    lsh = got["neighbours"]
     assert [names[r["path"]] for r in lsh[:2]] == ["chelsea.jpg", "chelsea-copy.jpg"]
-    groups = namespace["groups"].collect()  # type: ignore[attr-defined]
-    assert [(names[g["a"]], [names[p] for p in g["near_duplicates"]]) for g in groups] == [
+    assert [(names[g["a"]], [names[p] for p in g["near_duplicates"]]) for g in got["groups"]] == [
         ("chelsea-copy.jpg", ["chelsea.jpg"])
     ]
-    # The hand-off: ids, paths and unit vectors on disk, and as arrays.
-    written = pd.read_parquet(folder / "out" / "vectors")
+    # The hand-off: ids, paths and unit vectors on disk, and as arrays: the images that worked.
+    written = pd.read_parquet(messy.parent / "out" / "vectors")
     assert list(written.columns) == ["id", "path", "features"] and written["id"].is_unique
-    assert sorted(names[p] for p in written["path"]) == sorted(names.values())
+    assert sorted(names[p] for p in written["path"]) == sorted(joined)
     matrix = namespace["matrix"]
     assert isinstance(matrix, np.ndarray) and matrix.shape == (7, 512)
     assert matrix.dtype == np.float32 and np.allclose(np.linalg.norm(matrix, axis=1), 1, atol=1e-5)
+    # The pipeline fitted, saved, loaded and predicted without the corrupt image's row.
+    predicted = {names[r["path"]]: r["prediction"] for r in got["predicted"]}
+    assert sorted(predicted) == sorted(joined) and set(predicted.values()) <= {0.0, 1.0}
+    # Every file, one row each: the `_` name and the empty file included.
+    every = {Path(r["path"]).name: r for r in got["every"]}
+    assert sorted(every) == sorted(SAMPLES + EXTRAS)
+    assert every["empty.jpg"]["error"] == "empty input (0 bytes)"
+    assert len(every["_DSC0001.JPG"]["features"]) == 512 and every["_DSC0001.JPG"]["error"] is None
+    assert [n for n, r in every.items() if r["error"]] == ["corrupt.jpg", "empty.jpg"]
 
 
-def test_the_reference_examples_run(
-    spark: SparkSession, folder: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    (folder / "samples").symlink_to(ROOT / "samples")
-    offline = [code.replace('weights="DEFAULT"', "weights=None") for code in REFERENCE]
-    namespace = _run(offline, "reference")
-    printed = capsys.readouterr().out
+def _check_api(namespace: dict[str, object], printed: str) -> None:
     assert "(3, 512) [None, 'not an image: cannot identify the format', 'null input']" in printed
-    assert "\n2048\n" in printed
-    assert "'loads':" in printed
+    assert "\n2048\n" in printed and "'loads':" in printed
     assert namespace["out"].columns[-1] == "features"  # type: ignore[attr-defined]
+    rows = namespace["with_features"].select("path", "features").collect()  # type: ignore[attr-defined]
+    assert sorted(Path(r["path"]).name for r in rows) == sorted([*SAMPLES, *EXTRAS[:2]])
+    assert {len(r["features"] or []) for r in rows} == {0, 2048}
+
+
+def _check_ml(namespace: dict[str, object], printed: str) -> None:
+    rows = namespace["checked"].select("path", "features", "error").collect()  # type: ignore[attr-defined]
+    failed = [Path(r["path"]).name for r in rows if r["error"] is not None]
+    assert failed == ["corrupt.jpg"] and len(rows) == len(SAMPLES) + 2
+    assert "corrupt.jpg" in printed
+
+
+# What each page's examples must have done; a page whose examples only need to run is None.
+CHECKS = {"api.md": _check_api, "ml.md": _check_ml}
+RUN_PAGES = sorted(name for name, text in PAGES.items() if _python(text))
+
+
+@pytest.mark.parametrize("page", RUN_PAGES)
+def test_the_docs_examples_run_as_written(
+    spark: SparkSession,
+    messy: Path,
+    pretrained: Path,
+    capsys: pytest.CaptureFixture[str],
+    page: str,
+) -> None:
+    namespace = _run(_python(PAGES[page]), f"docs/{page}")
+    CHECKS[page](namespace, capsys.readouterr().out)
 
 
 def test_every_python_example_is_run() -> None:
-    assert len(REFERENCE) >= 3 and len(RECIPES) >= 4
-    assert sorted(QUICKSTART + RECIPES + REFERENCE) == sorted(_python(README))
+    assert len(BRIEF) == 1 and len(RECIPES) >= 7 and RUN_PAGES == sorted(CHECKS)
+    assert sorted(QUICKSTART + BRIEF + RECIPES) == sorted(_python(README))
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _headings(text: str) -> list[str]:
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    return [m[2] for m in re.finditer(r"^(#{1,6}) (.+)$", prose, flags=re.M)]
+
+
+DOCUMENTS = {ROOT / "README.md": README} | {ROOT / "docs" / n: t for n, t in PAGES.items()}
+
+
+@pytest.mark.parametrize("path", sorted(DOCUMENTS), ids=lambda p: p.name)
+def test_headings_are_unique_and_links_resolve(path: Path) -> None:
+    anchors = [_slug(h) for h in _headings(DOCUMENTS[path])]
+    assert len(anchors) == len(set(anchors)), anchors  # no "Spark Connect" twice
+    prose = re.sub(r"```.*?```", "", DOCUMENTS[path], flags=re.S)
+    for target in re.findall(r"\]\(([^)\s]+)\)", prose):
+        if re.match(r"[a-z]+:", target):  # https:, mailto:
+            continue
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        assert linked.exists(), target
+        if anchor and linked.suffix == ".md":
+            assert anchor in {_slug(h) for h in _headings(linked.read_text())}, target
 
 
 def _options_table() -> dict[str, list[str]]:
-    """The README's options table: option -> [flag, ML param, default], "—" where none."""
+    """docs/api.md's options table: option -> [flag, ML param, default], "—" where none."""
     header = "| option | command line | `ImageFeaturizer` | default | meaning |"
-    lines = README[README.index(header) :].splitlines()[2:]
+    api = PAGES["api.md"]
+    lines = api[api.index(header) :].splitlines()[2:]
     rows = {}
     for line in lines[: next(i for i, ln in enumerate(lines) if not ln.startswith("|"))]:
         cells = [c.strip() for c in line.strip("|").split("|")]
