@@ -6,6 +6,7 @@ read with ``spark.read.format("binaryFile")``.
 
 from . import _compat
 from ._cache import cache_info
+from ._listing import list_images
 from .compat import ImageVectorizer
 from .config import ExtractorConfig
 from .errors import FeatureXError
@@ -37,4 +38,5 @@ __all__ = [
     "__version__",
     "cache_info",
     "image_features",
+    "list_images",
 ]

@@ -237,11 +237,11 @@ class ExtractorConfig:
         """The config for keyword options, refusing an unknown one with the closest names."""
         unknown = [k for k in options if k not in OPTIONS]
         if unknown:
-            close = difflib.get_close_matches(unknown[0], OPTIONS, n=2)
+            # model and weights are arguments of their own, and so the likeliest typos.
+            known = ("model", "weights", *OPTIONS)
+            close = difflib.get_close_matches(unknown[0], known, n=2)
             hint = f": did you mean {_choices(close)}?" if close else ""
-            raise ConfigError(
-                f"unknown option {unknown[0]!r}{hint} (options: {', '.join(OPTIONS)})"
-            )
+            raise ConfigError(f"unknown option {unknown[0]!r}{hint} (options: {', '.join(known)})")
         return cls(model=model, weights=weights, **options)
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import itertools
 import os
+import re
 from collections.abc import Iterator
 from typing import Any, Literal, get_args
 
@@ -29,6 +30,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from . import models
 from ._compat import has_arrow_udfs, is_column
 from ._logs import quiet_libraries
 from ._types import ModelFactory
@@ -71,7 +73,23 @@ def image_features(
     (batch_size, device, precision, normalize, on_error, ...: see `help(image_features)`).
 
     Returns `array<float>` (null where an image could not be used) or, with
-    `with_errors=True`, `struct<features: array<float>, error: string>`.
+    `with_errors=True`, `struct<features: array<float>, error: string>`: one row out per
+    row in, a bad image is a null and its reason.
+
+    Which files become rows is the reader's choice. Spark's file sources
+    (`spark.read.format("binaryFile")`, `"image"`) skip files whose names start with "_" or
+    "." (`_DSC0001.JPG`, everything under `_archive/`, even a file named directly) and files
+    of 0 bytes, whatever `pathGlobFilter` or `recursiveFileLookup` say: those files get no
+    row at all. To featurize every file, list them with `featurex.list_images` (what
+    `featurex extract` does: hidden names and empty files included, the files it leaves out
+    counted by reason) and read the paths here with `input_type="path"`; an empty file then
+    gets a null and "empty input (0 bytes)", as on the command line.
+
+    Checked now, on the driver, before any job: every option; pretrained weights not in
+    this machine's cache are downloaded now (offline, that fails here in one line). A
+    column's type and values are checked where its DataFrame is at hand (`ImageFeaturizer`,
+    `ImageVectorizer.process_images`, the command line): here `col` is only a name, so a
+    column of the wrong type fails when the job runs.
     """
     config = ExtractorConfig.from_options(model, weights, options)
     return features_column(col, config, with_errors, input_type, path_col)
@@ -102,11 +120,53 @@ def features_column(
     return column
 
 
-def check_input(df: DataFrame, col: str, input_type: InputType = "auto") -> str:
+def check_input(
+    df: DataFrame, col: str, input_type: InputType = "auto", sample: bool = True
+) -> str:
     """On the driver, for callers that hold the DataFrame (`ImageFeaturizer`,
     `ImageVectorizer.process_images`, the CLI): the kind of column `col`, or a ConfigError
-    naming its Spark type. Reads the schema only: no job runs."""
-    return input_kind(df.select(col).schema.fields[0].dataType, input_type, col)
+    naming its Spark type. No job runs: the schema is read, and, with `sample`, the first
+    values of a string column whose rows are on the driver (`DataFrame.isLocal()`: a
+    DataFrame made from pandas, or any small local data under Spark Connect) must include a
+    path or URI. A DataFrame computed by Spark (files, tables, an RDD) is not sampled: a
+    value that is no path gets a null and "cannot read" when the job runs.
+    """
+    kind = input_kind(df.select(col).schema.fields[0].dataType, input_type, col)
+    if kind == "path" and sample:
+        _check_paths(df, col)
+    return kind
+
+
+# How many values of a local string column are looked at (one is enough to accept it).
+_SAMPLED = 5
+_URI_OR_PATH = re.compile(r"^[A-Za-z][\w+.\-]*:|[/\\]|\.\w{1,5}$")
+
+
+def _check_paths(df: DataFrame, col: str) -> None:
+    """Refuse a local string column whose first values are none of them a path or URI (a
+    column of words, ids, captions): they would each give a null and "cannot read"."""
+    if not df.isLocal():
+        return  # reading a row would run a job
+    values = [r[0] for r in df.select(col).take(_SAMPLED) if r[0] is not None]
+    if not values or any(_URI_OR_PATH.search(str(v).strip()) for v in values):
+        return
+    shown = ", ".join(repr(str(v)[:40]) for v in values[:3])
+    raise ConfigError(
+        f"the input column {col!r} is read as paths or URIs (a string column), but none of its "
+        f"first {len(values)} values is one ({shown}; no '/', scheme or file extension): pass "
+        f"the column of image paths, or binaryFile's 'content'"
+    )
+
+
+def check_weights(config: ExtractorConfig) -> None:
+    """On the driver: pretrained weights that are not in this machine's cache are fetched
+    now, as `featurex extract` does, so that weights that cannot be had (no network, no
+    such file on the hub) fail here in one line (`WeightsUnavailableError`), not in every
+    task of the job inside a Java stack trace. Cached weights, checkpoints, folders and a
+    random init cost a file lookup."""
+    family = models.family(config.source.family)
+    if family.weights_status(config.source).cached is False:
+        family.fetch(config.source)
 
 
 def input_kind(data_type: DataType, input_type: InputType = "auto", name: str = "") -> str:
@@ -143,11 +203,13 @@ def features_udf(
     named: bool = False,
 ) -> Any:
     """The UDF itself. Its function closes over `config` and plain flags, nothing else.
+    Weights that cannot be had fail here, on the driver (`check_weights`).
 
     An Arrow UDF where pyspark has them (4.1+), else a pandas UDF (`_compat.has_arrow_udfs`):
     both are scalar iterators, one batch out per batch in, and differ only in how a batch of
     features goes back to Arrow.
     """
+    check_weights(config)
     arrow = has_arrow_udfs()
 
     def features(batches: Iterator[Any]) -> Iterator[Any]:

@@ -14,7 +14,7 @@ def test_public_names_are_exactly_the_sorted_all() -> None:
     assert set(fx.__all__) - {"__version__"} == public
     assert fx.__all__ == [
         "ExtractorConfig", "FeatureExtractor", "FeatureXError", "ImageFeaturizer", "ImageVectorizer",
-        "__version__", "cache_info", "image_features",
+        "__version__", "cache_info", "image_features", "list_images",
     ]  # fmt: skip
 
 

@@ -132,17 +132,28 @@ class HuggingFace:
         if cached is not None:
             return cached
         try:
+            # One HEAD first: without a network, snapshot_download retries for about 20 s.
+            _ask_hub(source.model, "config.json", source.revision, cached_will_do=False)
             with download_lock(source.identity):
-                return str(
+                folder = str(
                     snapshot_download(
                         source.model, revision=source.revision, allow_patterns=patterns
                     )
                 )
+            if source.weights is not None and not glob.glob(os.path.join(folder, "*.safetensors")):
+                # Offline, snapshot_download answers with the cached folder, complete or not.
+                raise FileNotFoundError("the cache holds its configs, not its .safetensors weights")
         except Exception as exc:
+            why = (
+                f"the Hub cannot be reached: {_said(exc)}"
+                if isinstance(exc, _Unreachable)
+                else _said(exc)
+            )
             raise WeightsUnavailableError(
-                f"cannot download hf:{source.model} at {source.revision} ({_said(exc)}). "
+                f"cannot download hf:{source.model} at {source.revision} ({why}). "
                 f"{_offline_fix(config_cached=True)}"
             ) from exc
+        return folder
 
     def weights_status(self, source: Source) -> WeightsStatus:
         assert isinstance(source.model, str)
@@ -385,11 +396,11 @@ class _Unreachable(Exception):
     """The Hub did not answer (no network, no DNS, a proxy refusing)."""
 
 
-def _ask_hub(repo: str, filename: str, revision: str | None) -> None:
+def _ask_hub(repo: str, filename: str, revision: str | None, cached_will_do: bool = True) -> None:
     """One HEAD request for a file, without huggingface_hub's retries (5, backing off over
     about 20 s, when a network error meets an empty cache). The Hub's own answers (no such
     repo, revision or file) are raised as they are; no answer is `_Unreachable`, unless the
-    cache holds the file (hf_hub_download then uses it, as offline)."""
+    cache holds the file and `cached_will_do` (hf_hub_download then uses it, as offline)."""
     from huggingface_hub import errors, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
 
     try:
@@ -397,7 +408,8 @@ def _ask_hub(repo: str, filename: str, revision: str | None) -> None:
     except errors.HfHubHTTPError:
         raise  # the Hub answered
     except Exception as exc:
-        if not isinstance(try_to_load_from_cache(repo, filename, revision=revision), str):
+        cached = isinstance(try_to_load_from_cache(repo, filename, revision=revision), str)
+        if not (cached and cached_will_do):
             raise _Unreachable(first_line(exc)) from exc
 
 
