@@ -1,4 +1,4 @@
-"""What the README's "Deploying" section ships: the GPU discovery script, run against a
+"""What docs/gpu.md ("GPU clusters") ships: the GPU discovery script, run against a
 stand-in `nvidia-smi` (no GPU here) that prints what the real one prints."""
 
 from __future__ import annotations
