@@ -192,13 +192,10 @@ class Source:
     # Reading a chunk.
 
     def images(self, loads: list[str]) -> Images:
-        """The images of a chunk that Spark's sources can read (files of more than 0 bytes
-        whose names they accept), or listed paths."""
+        """The images of a chunk that Spark's sources read: files of more than 0 bytes
+        whose names they accept."""
         from pyspark.sql import functions as F
 
-        if self.input_type == "path":
-            frame = self.spark.createDataFrame([(p,) for p in loads], "path string")
-            return Images(frame, "path", "path")
         # Explicit files: a name with glob characters must mean the file itself.
         files = [_GLOB_CHARS.sub(r"\\\1", p) for p in loads]
         reader = self.spark.read.option("recursiveFileLookup", "true")
@@ -211,9 +208,9 @@ class Source:
             return Images(frame, "image", "image")
         return Images(images.select("path", "content"), "content", "bytes")
 
-    def hidden(self, paths: list[str], loads: list[str]) -> Images:
-        """Files Spark's sources hide (`_DSC0001.JPG`, `.thumb.jpg`): read on the executors
-        by featurex's reader, named as the listing names them."""
+    def by_reader(self, paths: list[str], loads: list[str]) -> Images:
+        """Inputs read on the executors by featurex's reader, named as the listing names
+        them: listed paths, and files Spark's sources hide (`_DSC0001.JPG`, `.thumb.jpg`)."""
         rows = list(zip(paths, loads, strict=True))
         frame = self.spark.createDataFrame(rows, "path string, load string")
         return Images(frame, "load", "path")

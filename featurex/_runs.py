@@ -499,7 +499,7 @@ def feature_rows(config: ExtractorConfig, output_type: str) -> Callable[[Images]
 
         from .spark import check_input, features_column
 
-        check_input(images.frame, images.column, images.input_type)
+        check_input(images.frame, images.column, images.input_type, sample=False)
         result = features_column(  # path_col: --on-error raise names the file
             images.column, config, with_errors=True, input_type=images.input_type, path_col="path"
         )
@@ -595,14 +595,16 @@ class Run:
         from pyspark.sql import functions as F
 
         empty = (inputs["size"] == 0).fillna(False).to_numpy(bool)
-        hidden = inputs["load"].map(spark_hides).to_numpy(bool) & ~empty
-        if self.source.input_type == "path":  # read by featurex's reader already
-            hidden[:] = False
-        spark = ~empty & ~hidden
+        # Read by featurex's reader: every path with --input-type path, and the files whose
+        # names Spark's sources hide.
+        reader = ~empty & (
+            inputs["load"].map(spark_hides).to_numpy(bool) | (self.source.input_type == "path")
+        )
+        spark = ~empty & ~reader
         parts = [self.source.images(inputs.loc[spark, "load"].tolist())] if spark.any() else []
-        if hidden.any():
-            rows = inputs.loc[hidden]
-            parts.append(self.source.hidden(rows["path"].tolist(), rows["load"].tolist()))
+        if reader.any():
+            rows = inputs.loc[reader]
+            parts.append(self.source.by_reader(rows["path"].tolist(), rows["load"].tolist()))
         if empty.any():
             parts.append(self.source.empty(inputs.loc[empty, "path"].tolist()))
         rows = reduce(lambda a, b: a.unionByName(b), map(self.rows, parts))

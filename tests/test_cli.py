@@ -479,3 +479,126 @@ def test_errors_name_each_option_by_its_flag() -> None:
         "--trust-checkpoint", "--model 'hf:/my models/clip'", "no --calibration",
     ]  # fmt: skip
     assert words.option("with_errors", True) == "with_errors=True"  # no flag: its keyword
+
+
+def _in_session(spark: object, *argv: str) -> int:
+    """`featurex extract ...` through the command's own steps, in the tests' Spark session
+    (the command would start a session of its own, and stop it)."""
+    from featurex import _runs, cli
+
+    args = build_parser().parse_args(["extract", *argv, "--master", "local[2]", "-q"])
+    config = cli._config(args)
+    return cli._run(
+        spark, args, config, _runs.fingerprint(config, args.input_type, args.output_type)
+    )  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_every_file_of_a_messy_folder_is_a_row_or_a_counted_omission_and_resume_adds_hidden_names(
+    spark: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import messy
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    fates = messy.build(inputs)
+    model = ("--model", "resnet18", "--weights", "none")
+    assert _in_session(spark, str(inputs), "--output", str(out), *model) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2] == (
+        "featurex: 28 files found = 23 rows + 5 left out: 3 not images (.DS_Store, "
+        "_archive/_SUCCESS, notes.txt); 2 macOS ._ files (._Grace Hopper.JPG, nested/._b.JPEG)"
+    )
+    assert lines[-1].startswith("featurex: 23 images, 3 failed, 0 skipped as already done, ")
+    table = pd.read_parquet(out).set_index("path")
+    rows = {name for name, fate in fates.items() if fate in ("row", "error")}
+    assert sorted(table.index) == sorted(f"file:{inputs / name}" for name in rows)
+    failed = {p.removeprefix(f"file:{inputs}/") for p in table.index[table["error"].notna()]}
+    assert failed == {name for name, fate in fates.items() if fate == "error"}
+    assert table.loc[f"file:{inputs}/empty.jpg", "error"] == "empty input (0 bytes)"
+    assert all(len(f) == 512 for f in table.loc[table["error"].isna(), "features"])
+    # Hidden names are read by featurex's reader: the same features as their twin read by Spark.
+    (inputs / "_twin.JPG").write_bytes((inputs / "Grace Hopper.JPG").read_bytes())
+
+    # Later: a camera's "_" file, an AppleDouble file, and a file changed in place.
+    (inputs / "_DSC0002.JPG").write_bytes((inputs / "_DSC0001.JPG").read_bytes())
+    (inputs / "日本" / "._右.png").write_bytes(messy.APPLE_DOUBLE)
+    changed = inputs / "café" / "menu.png"
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 5 * 10**9))
+    assert _in_session(spark, str(inputs), "--output", str(out), *model, "--resume") == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2].startswith("featurex: 31 files found = 25 rows + 6 left out: ")
+    assert "3 macOS ._ files (._Grace Hopper.JPG, nested/._b.JPEG, 日本/._右.png)" in lines[-2]
+    assert lines[-1].startswith("featurex: 3 images, 0 failed, 22 skipped as already done, ")
+    table = pd.read_parquet(out).set_index("path")
+    assert len(table) == 25 and table.index.is_unique
+    twin, original = (
+        table.loc[f"file:{inputs}/{n}", "features"] for n in ("_twin.JPG", "Grace Hopper.JPG")
+    )
+    np.testing.assert_array_equal(twin, original)
+
+    # --input-type path: the same files, read on the executors.
+    listed = tmp_path / "paths"
+    assert (
+        _in_session(spark, str(inputs), "--output", str(listed), *model, "--input-type", "path")
+        == 0
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2].startswith("featurex: 31 files found = 25 rows + 6 left out: ")
+    assert sorted(pd.read_parquet(listed)["path"]) == sorted(table.index)
+
+
+@pytest.mark.slow
+def test_the_summary_and_the_manifest_say_which_precision_ran(
+    spark: object,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from featurex.models import runtime
+
+    # A CPU without bf16 kernels (this one may have them: the probe says it has not).
+    monkeypatch.setattr(runtime, "_cpu_has_bf16", lambda: False)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "one.jpg").write_bytes(
+        b""
+    )  # a row without a decode: the precision is the driver's word
+    out = tmp_path / "out"
+    argv = (str(inputs), "--output", str(out), "--model", "resnet18", "--weights", "none",
+            "--precision", "bf16", "--device", "cpu")  # fmt: skip
+    assert _in_session(spark, *argv) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "(resnet18, fp32, bf16 asked) ->" in re.sub(r"\([\d.]+ s, ", "(", summary), summary
+    manifest = json.loads((out / "_featurex" / "manifest.json").read_text())
+    assert manifest["precision"] == {"asked": "bf16", "ran": ["fp32"]}
+    assert manifest["fingerprint"]["precision"] == "bf16"  # what a --resume must match
+
+    # Where it runs as asked, the summary names it once.
+    monkeypatch.setattr(runtime, "_cpu_has_bf16", lambda: True)
+    assert _in_session(spark, *argv, "--resume") == 0
+    assert "(resnet18, bf16) ->" in re.sub(r"\([\d.]+ s, ", "(", capsys.readouterr().out)
+    manifest = json.loads((out / "_featurex" / "manifest.json").read_text())
+    assert manifest["precision"] == {"asked": "bf16", "ran": ["fp32", "bf16"]}
+
+
+def test_int8_slower_than_fp32_on_this_cpu_is_a_one_line_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from featurex.models import runtime
+
+    # By `featurex info`'s measure: no int8 dot products (VNNI, AMX) recommends bf16 or fp32.
+    monkeypatch.setattr(runtime, "cpu_features", lambda: ("avx512f", "avx2"))
+    monkeypatch.setattr(runtime, "_cpu_has_bf16", lambda: True)
+    runtime.warn_once.cache_clear()
+    with caplog.at_level("WARNING", logger="featurex.models"):
+        ExtractorConfig(model="resnet18", weights=None, device="cpu", precision="int8")
+    assert [r.getMessage() for r in caplog.records] == [
+        "int8 is likely slower than fp32 on this CPU, which has no int8 dot-product "
+        "instructions (VNNI, AMX): `featurex info` recommends bf16 here"
+    ]
+    caplog.clear()
+    monkeypatch.setattr(runtime, "cpu_features", lambda: ("amx_int8", "avx512f", "avx2"))
+    runtime.warn_once.cache_clear()
+    with caplog.at_level("WARNING", logger="featurex.models"):
+        ExtractorConfig(model="resnet18", weights=None, device="cpu", precision="int8")
+    assert caplog.records == []
