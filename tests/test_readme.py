@@ -164,7 +164,8 @@ def test_the_brief_and_the_recipes_survive_bad_files(
     spark: SparkSession, messy: Path, pretrained: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     namespace = _run(QUICKSTART + BRIEF + RECIPES, "README.md (brief and recipes)")
-    assert "(7, 512) float32" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "(7, 512) float32" in printed and "\n10 files: 10 images\n" in printed
     got = {name: namespace[name].collect() for name in (  # type: ignore[attr-defined]
         "checked", "with_vectors", "nearest", "neighbours", "groups", "predicted", "every")}  # fmt: skip
     # binaryFile's rows: `_` names and empty files are not among them.
