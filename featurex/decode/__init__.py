@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 from PIL import Image
@@ -31,6 +30,7 @@ from .header import (
     IMAGE_FORMATS,
     MAX_JPEG_SCANS,
     DecodeError,
+    Encoded,
     check_resize,
     gpu_jpeg,
     open_image,
@@ -78,13 +78,6 @@ class Decoding:
         return resize_target(self.transform)
 
 
-class Encoded(NamedTuple):
-    """A checked JPEG for the GPU decoder: its bytes and the EXIF orientation to apply."""
-
-    data: bytes | bytearray | memoryview
-    orientation: int
-
-
 def prepare(item: object, how: Decoding) -> tuple[torch.Tensor | Encoded | None, str | None]:
     """The host side for one input: (a preprocessed CHW tensor or an `Encoded` JPEG, None)
     on success, (None, reason) otherwise.
@@ -106,9 +99,9 @@ def prepare(item: object, how: Decoding) -> tuple[torch.Tensor | Encoded | None,
                 check_resize(oriented_size(header), target, how.max_pixels)
             if how.gpu:
                 assert isinstance(item, bytes | bytearray | memoryview)  # open_image checked
-                turn = gpu_jpeg(header, item)
-                if turn is not None:
-                    return Encoded(item, turn), None
+                encoded = gpu_jpeg(header, item)
+                if encoded is not None:
+                    return encoded, None
             image = decode_opened(header, how.max_pixels, target if how.fast_decode else None)
     except DecodeError as exc:
         return None, str(exc)

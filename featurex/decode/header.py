@@ -4,21 +4,28 @@
 not be decoded: not bytes, empty, not a raster format featurex accepts, more pixels than
 `max_pixels`, a JPEG with more scans than any encoder writes. `check_resize` refuses an
 image the first resize would blow up. `gpu_jpeg` says whether a checked JPEG can go to
-nvJPEG with the same verdict and the same pixels Pillow would give, and with which EXIF
-orientation; anything else stays with Pillow. Every refusal is a `DecodeError` whose message
-is the reason users see.
+nvJPEG with the verdict Pillow would give (`jpeg.nvjpeg_frame`: libjpeg's rules, on the
+markers), and with which EXIF orientation; anything else stays with Pillow. nvJPEG's pixels are
+close to Pillow's, not equal: it upsamples 4:2:0 chroma by replication where libjpeg-turbo
+interpolates ("fancy upsampling"). Every refusal is a `DecodeError` whose message is the reason
+users see.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
 from collections.abc import Iterator
+from typing import NamedTuple
 
 from PIL import Image
 
 from ..errors import first_line
+from .jpeg import nvjpeg_frame
+
+log = logging.getLogger(__name__)
 
 # Progressive JPEG scans: libjpeg writes 10 (mozjpeg a few more). Each scan is a pass over
 # the whole image, and a crafted file can repeat a tiny one thousands of times (libjpeg-turbo's
@@ -32,7 +39,7 @@ IMAGE_FORMATS = (
     "AVIF", "BMP", "DIB", "GIF", "ICO", "JPEG", "JPEG2000", "PNG", "PPM", "TGA", "TIFF", "WEBP",
 )  # fmt: skip
 _EXIF_ORIENTATION = 0x0112
-_SOS, _EOI = b"\xff\xda", b"\xff\xd9"
+_SOS = b"\xff\xda"
 
 
 class DecodeError(ValueError):
@@ -40,6 +47,15 @@ class DecodeError(ValueError):
 
 
 Bytes = bytes | bytearray | memoryview
+
+
+class Encoded(NamedTuple):
+    """A checked JPEG for the GPU decoder: its bytes, the EXIF orientation to apply, and its
+    decoded size in pixels (what it costs in GPU memory, per channel)."""
+
+    data: Bytes
+    orientation: int
+    pixels: int
 
 
 def open_image(data: object, max_pixels: int) -> Image.Image:
@@ -116,20 +132,24 @@ def check_resize(size: tuple[int, int], target: int, max_pixels: int) -> None:
         )
 
 
-def gpu_jpeg(image: Image.Image, data: Bytes) -> int | None:
-    """For a checked image: the EXIF orientation to apply after nvJPEG decodes it, or None
-    where it must stay with Pillow to keep Pillow's verdict and pixels.
+def gpu_jpeg(image: Image.Image, data: Bytes) -> Encoded | None:
+    """For a checked image: the JPEG as the GPU decoder takes it (with the EXIF orientation
+    to apply after nvJPEG decodes it), or None where it must stay with Pillow to keep
+    Pillow's verdict.
 
-    nvJPEG takes 8-bit YCbCr and grayscale JPEGs (not CMYK: it raises), decodes a truncated
-    file without a word where Pillow refuses it, and applies no EXIF orientation. So: the
-    plain JPEG modes only, complete files only (an EOI marker after the last scan; 0xFF 0xD9
-    never occurs inside entropy-coded data), and an orientation Pillow would apply cleanly.
-    A file nvJPEG still refuses comes back to Pillow, whose verdict is final.
+    nvJPEG takes 8-bit YCbCr and grayscale JPEGs (not CMYK: it raises), decodes truncated
+    and corrupt files without a word where Pillow refuses them, and applies no EXIF
+    orientation. So: the plain JPEG modes only, files whose whole marker structure libjpeg
+    accepts (`jpeg.nvjpeg_frame`; progressive files too stay with Pillow, in the decode
+    threads, not in nvJPEG's hybrid decoder on the calling thread), and an orientation Pillow
+    would apply cleanly. A file nvJPEG still refuses comes back to Pillow, whose verdict is
+    final.
     """
     if image.format != "JPEG" or image.mode not in ("RGB", "L"):
         return None
-    last_scan = data.rfind(_SOS) if isinstance(data, bytes | bytearray) else bytes(data).rfind(_SOS)
-    if last_scan < 0 or bytes(data[last_scan:]).find(_EOI) < 0:
+    frame = nvjpeg_frame(data)
+    if isinstance(frame, str):
+        log.debug("JPEG stays with Pillow: %s", frame)
         return None
     turn = orientation(image)
     if turn != 1:
@@ -137,7 +157,7 @@ def gpu_jpeg(image: Image.Image, data: Bytes) -> int | None:
             image.getexif().tobytes()
         except Exception:
             return None
-    return turn
+    return Encoded(data, turn, frame.width * frame.height)
 
 
 def _check_scans(data: Bytes) -> None:
