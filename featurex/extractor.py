@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -171,6 +171,12 @@ class FeatureExtractor:
                 )
             return host, None
         if pre is None:
+            if config.decode == "gpu":
+                raise RuntimeError(
+                    "decode='gpu' but the model's transform is not one featurex can run on "
+                    "tensors: use decode='auto' or 'cpu' (its images are then decoded and "
+                    "preprocessed on the CPU)"
+                )
             warn_once(
                 "the model's transform is not one featurex can run on tensors (a transform= "
                 "of your own?): images are decoded and preprocessed on the CPU"
@@ -190,16 +196,22 @@ class FeatureExtractor:
 
         return replace(host, gpu=True), gpu_decode.GpuDecoder(device, pre, on_cpu)
 
-    def _forward(self, loaded: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
-        """The model's (n, D) float32 output on its device, halving the batch on a CUDA
-        out-of-memory error (with one warning) until it fits; later batches start from the
-        size that fit."""
-        n = batch.shape[0]
+    def _forward(
+        self,
+        loaded: LoadedModel,
+        batch: Sequence[torch.Tensor] | torch.Tensor,
+        prepare: Callable[[Any], torch.Tensor] = lambda batch: batch,
+    ) -> torch.Tensor:
+        """The model's (n, D) float32 output on its device for `prepare(batch)` (the stream's
+        crops -> the model's input: stacked, moved, normalized), halving the batch on a CUDA
+        out-of-memory error in either (with one warning) until it fits; later batches start
+        from the size that fit."""
+        n = len(batch)
         if self._fits is None or n <= self._fits:
             try:
-                return _infer(loaded, batch)
-            except torch.cuda.OutOfMemoryError:
-                if n == 1:
+                return _infer(loaded, prepare(batch))
+            except Exception as exc:
+                if n == 1 or not gpu_decode.out_of_memory(exc):
                     raise
                 self._fits = (n + 1) // 2
             # Retried out of the except block: its traceback holds the failed pass's frames,
@@ -210,7 +222,9 @@ class FeatureExtractor:
                 "batch_size avoids the retries)"
             )
         step = self._fits
-        return torch.cat([self._forward(loaded, batch[i : i + step]) for i in range(0, n, step)])
+        return torch.cat(
+            [self._forward(loaded, batch[i : i + step], prepare) for i in range(0, n, step)]
+        )
 
     def _finish(self, loaded: LoadedModel, features: np.ndarray, rows: int) -> np.ndarray:
         # Check every batch before it leaves: one row per input, one width, float32.
@@ -233,6 +247,13 @@ class _Stream:
         self.batch_size = engine._batch_size(loaded)
         self.host, self.gpu = engine.decoding(loaded)
         self.threads = config.decode_threads or default_decode_threads(loaded.device)
+        log.info(
+            "this task decodes %s, on %d threads",
+            f"JPEGs with nvJPEG on {self.gpu.device} and other files with Pillow"
+            if self.gpu
+            else "with Pillow",
+            self.threads,
+        )
         # Host work at most this far ahead of the loop: bounds memory whatever the input
         # batch size (and, with a GPU decoder, fills its batches).
         self.window = self.batch_size + 2 * self.threads + (self.batch_size if self.gpu else 0)
@@ -338,7 +359,7 @@ class _Stream:
             return
         assert self.gpu is not None
         jpegs, self.jpegs = self.jpegs, []
-        results = self.gpu.decode([(enc.data, enc.orientation) for _, _, enc in jpegs])
+        results = self.gpu.decode([enc for _, _, enc in jpegs])
         for (row, name, _), (tensor, reason) in zip(jpegs, results, strict=True):
             if reason is not None:
                 self._fail(row, name, reason)
@@ -365,9 +386,10 @@ class _Stream:
         so that on a GPU the host prepares batch k+1 while batch k runs."""
         chunk, self.chunk = self.chunk, []
         rows = [row for row, _ in chunk]
-        batch = self._batch([tensor for _, tensor in chunk])
-        del chunk  # the crops (views of whole resized images) are in the batch now
-        out = self.engine._forward(self.loaded, batch)
+        crops = [tensor for _, tensor in chunk]
+        del chunk
+        out = self.engine._forward(self.loaded, crops, self._batch)
+        del crops  # views of whole resized images: freed before the next batch fills
         self.in_flight.append((rows, self.device.download(out)))
         while len(self.in_flight) > (1 if self.device.cuda else 0):
             self._land()

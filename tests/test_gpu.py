@@ -4,6 +4,7 @@ halving under a real memory cap, and K processes sharing one GPU. Skipped withou
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -15,9 +16,11 @@ import numpy as np
 import pytest
 import torch
 from images import encode, jpeg, photo, with_orientation
+from PIL import Image
 
 import featurex as fx
 from featurex.decode import gpu as gpu_decode
+from featurex.decode.header import Encoded
 
 pytestmark = pytest.mark.gpu
 TESTS = Path(__file__).parent
@@ -29,6 +32,22 @@ CUDA = torch.device("cuda", 0)  # the device the engine resolves "auto" and "cud
 def photos() -> list[bytes]:
     """40 photos of 300 to 1,000 px, portrait and landscape."""
     return [jpeg(300 + 37 * (i % 20), 500 - 11 * (i % 20), seed=i) for i in range(40)]
+
+
+def encoded(files: list[bytes]) -> list[Encoded]:
+    return [
+        Encoded(f, 1, Image.open(io.BytesIO(f)).width * Image.open(io.BytesIO(f)).height)
+        for f in files
+    ]
+
+
+@lru_cache(maxsize=1)
+def photos_24mpx() -> list[bytes]:
+    """6 photos of 6000x4000 (tiles of a 1500x1000 photo: quick to make)."""
+    return [
+        encode(Image.fromarray(np.tile(np.asarray(photo(1500, 1000, seed=s)), (4, 4, 1))), "JPEG")
+        for s in range(6)
+    ]
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -104,10 +123,10 @@ def test_encoded_bytes_go_through_one_pinned_buffer() -> None:
 
     pre = Preprocessing(resize=32, crop=(32, 32), mean=(0, 0, 0), std=(1, 1, 1))
     decoder = gpu_decode.GpuDecoder(CUDA, pre, lambda d: (None, "unused"))
-    decoder.decode([(p, 1) for p in photos()[:8]])
+    decoder.decode(encoded(photos()[:8]))
     assert decoder._staging.is_pinned()
     pointer = decoder._staging.data_ptr()
-    results = decoder.decode([(p, 1) for p in photos()[:4]])
+    results = decoder.decode(encoded(photos()[:4]))
     assert decoder._staging.data_ptr() == pointer  # reused, not allocated again
     assert all(t is not None and t.is_cuda and t.dtype == torch.float32 for t, _ in results)
 
@@ -174,3 +193,72 @@ def test_nvjpeg_gives_fuzzed_jpegs_the_pillow_verdicts() -> None:
     assert gpu_decode.STATS["decoded"] - before > 50
     mismatched = [(i, a, b) for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b]
     assert not mismatched, mismatched[:5]
+
+
+def test_a_panorama_is_resized_on_the_gpu_without_crashing() -> None:
+    # In one pass, CUDA's antialiased bicubic kernel refuses 30000x2000 -> 224x224 ("Too much
+    # shared memory required"); the box step first keeps its window small.
+    from test_gpu_path import CLIP_LIKE, big_ones
+
+    pillow, gpu = pair(transform=CLIP_LIKE)
+    inputs = list(big_ones().values())
+    want, want_errors = pillow.extract(inputs)
+    before = gpu_decode.STATS["decoded"]
+    got, errors = gpu.extract(inputs)
+    assert gpu_decode.STATS["decoded"] - before == len(inputs)
+    assert errors == want_errors == [None] * len(inputs)
+    assert cosines(got, want).min() >= 0.9999
+
+
+def test_a_batch_of_24_mpx_photos_is_decoded_within_the_pixel_budget() -> None:
+    from featurex.decode.preprocess import Preprocessing
+
+    pre = Preprocessing(resize=256, crop=(224, 224), mean=(0, 0, 0), std=(1, 1, 1))
+    decoder = gpu_decode.GpuDecoder(CUDA, pre, lambda d: (None, "unused"))
+    files = encoded(photos_24mpx())
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(CUDA)
+    base = torch.cuda.memory_allocated(CUDA)
+    calls = gpu_decode.STATS["calls"]
+    results = decoder.decode(files)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated(CUDA) - base
+    assert gpu_decode.STATS["calls"] - calls == 3  # 2 photos of 24 Mpx in 64 Mpx a call
+    assert all(t is not None and t.shape == (3, 224, 224) for t, _ in results)
+    # Two decoded photos (uint8) and one float copy, with room for the box step's output.
+    one = 6000 * 4000 * 3
+    assert peak < 2 * one + 4 * one + 64 * 2**20, peak
+
+
+def test_progressive_jpegs_are_decoded_by_pillow_not_by_nvjpeg() -> None:
+    pillow, gpu = pair()
+    inputs = [encode(photo(400, 300, seed=s), "JPEG", progressive=True) for s in range(4)]
+    want, _ = pillow.extract(inputs)
+    before = gpu_decode.STATS["decoded"]
+    got, errors = gpu.extract(inputs)
+    assert gpu_decode.STATS["decoded"] == before and errors == [None] * 4
+    assert cosines(got, want).min() >= 0.9999
+
+
+def test_out_of_memory_while_preprocessing_under_a_memory_cap_loses_no_row() -> None:
+    # 400 MiB: two decoded 24 Mpx photos (144 MiB) and the float copy of one (288 MiB) do not
+    # fit beside resnet18; the decoder halves its budget (or sends a photo to Pillow).
+    ((result,),) = [
+        _python(
+            "import numpy as np, torch, featurex as fx\n"
+            "from featurex.decode import gpu as gpu_decode\n"
+            "from test_gpu import photos_24mpx\n"
+            "images = photos_24mpx()\n"
+            "want, _ = fx.FeatureExtractor('resnet18', weights=None, device='cuda', decode='cpu').extract(images)\n"
+            "torch.cuda.empty_cache()\n"
+            "total = torch.cuda.get_device_properties(0).total_memory\n"
+            "torch.cuda.set_per_process_memory_fraction(400 * 2**20 / total)\n"
+            "got, errors = fx.FeatureExtractor('resnet18', weights=None, device='cuda', decode='gpu', batch_size=8).extract(images)\n"
+            "cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)\n"
+            "print(json.dumps({'errors': sum(e is not None for e in errors), 'cos': float(cos.min()),\n"
+            "                  'stats': gpu_decode.STATS}))\n"
+        )
+    ]
+    stats = result["stats"]
+    assert result["errors"] == 0 and float(result["cos"]) >= 0.9999, result  # type: ignore[arg-type]
+    assert stats["calls"] > 1 or stats["refused"] > 0, result  # type: ignore[index,operator]

@@ -5,8 +5,10 @@ What only CUDA has (nvJPEG, pinned buffers, streams, memory) is in tests/test_gp
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
+from functools import lru_cache
 
 import hostile
 import numpy as np
@@ -15,11 +17,16 @@ import torch
 from images import encode, jpeg, photo, with_orientation
 from models_for_tests import tiny_cnn
 from PIL import Image
+from torchvision import transforms as T
 
 import featurex as fx
+from featurex.config import DEFAULT_MAX_PIXELS
 from featurex.decode import gpu as gpu_decode
+from featurex.decode.preprocess import Preprocessing
+from featurex.errors import ConfigError
 
 CPU = torch.device("cpu")
+PRE = Preprocessing(resize=64, crop=(64, 64), mean=(0, 0, 0), std=(1, 1, 1))
 
 
 def engines(**options: object) -> tuple[fx.FeatureExtractor, fx.FeatureExtractor]:
@@ -72,7 +79,7 @@ def test_jpegs_go_to_the_gpu_decoder_and_every_other_file_to_pillow(
     ]
     want, want_errors = pillow.extract(inputs)
     got, errors, on_gpu = decoded_on_gpu(gpu, inputs)
-    assert on_gpu == 3  # the baseline, progressive and grayscale JPEGs
+    assert on_gpu == 2  # the baseline and grayscale JPEGs; progressive ones stay with Pillow
     assert errors == want_errors
     assert errors[5] is not None and errors[5].startswith("OSError: image file is truncated")
     ok = [i for i, e in enumerate(errors) if e is None]
@@ -80,23 +87,27 @@ def test_jpegs_go_to_the_gpu_decoder_and_every_other_file_to_pillow(
     assert cosines(got[ok], want[ok]).min() > 0.9999
 
 
-def test_a_batch_that_fails_is_retried_image_by_image(
-    pair: tuple[fx.FeatureExtractor, fx.FeatureExtractor], caplog: pytest.LogCaptureFixture
+def test_a_batch_that_fails_is_retried_by_halves_and_the_refused_file_goes_to_pillow(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    pillow, gpu = pair
-    bad = bogus_huffman_table()
-    inputs: list[object] = [jpeg(100 + 10 * i, 90, seed=i) for i in range(4)]
-    inputs.insert(2, bad)
-    with caplog.at_level(logging.DEBUG, logger="featurex.decode.gpu"):
-        got, errors, on_gpu = decoded_on_gpu(gpu, inputs)
-    assert any("one by one" in r.message for r in caplog.records)
-    assert on_gpu == 4  # the bad file cost only itself
-    want, want_errors = pillow.extract(inputs)
-    assert (
-        errors == want_errors and errors[2] == "OSError: broken data stream when reading image file"
-    )
-    ok = [0, 1, 3, 4]
-    assert cosines(got[ok], want[ok]).min() > 0.9999
+    pillow, gpu = engines(batch_size=8)  # one decode call of 8
+    inputs: list[object] = [jpeg(100 + 10 * i, 90, seed=i) for i in range(8)]
+    refused = inputs[5]
+    real = gpu_decode._decode
+
+    def refusing(encoded: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+        if any(t.numpy().tobytes() == refused for t in encoded):
+            raise RuntimeError("Error while decoding JPEG images: nvjpegDecode failed: 7")
+        return real(encoded, device)
+
+    monkeypatch.setattr(gpu_decode, "_decode", refusing)
+    calls = gpu_decode.STATS["calls"]
+    got, errors, on_gpu = decoded_on_gpu(gpu, inputs)
+    # 8 fails; 4 + 4 (one fails); 2 + 2 (one fails); 1 + 1 (one fails): 7 calls, not 1 + 8.
+    assert gpu_decode.STATS["calls"] - calls == 7
+    assert on_gpu == 7 and errors == [None] * 8
+    want, _ = pillow.extract(inputs)
+    assert cosines(got, want).min() > 0.9999  # the refused file's row is Pillow's
 
 
 def test_the_header_checks_run_before_the_gpu_decoder() -> None:
@@ -126,7 +137,7 @@ def test_exif_orientation_is_applied_on_the_gpu_path(orientation: int) -> None:
     encoded, _ = prepare(data, Decoding(how.transform, pre, 10**6, gpu=True))
     assert isinstance(encoded, Encoded) and encoded.orientation == orientation
     decoder = gpu_decode.GpuDecoder(CPU, pre, lambda d: (None, "not used"))
-    ((got, reason),) = decoder.decode([(encoded.data, encoded.orientation)])
+    ((got, reason),) = decoder.decode([encoded])
     assert reason is None and isinstance(want, torch.Tensor) and got is not None
     assert got.shape == want.shape  # 32x48 for orientations 5 to 8
     # libjpeg-turbo in Pillow and in torchvision: the same pixels.
@@ -289,21 +300,211 @@ def test_encoded_bytes_are_staged_in_one_reused_buffer() -> None:
     assert again[0].data_ptr() == buffer
 
 
-def test_only_complete_plain_jpegs_are_left_to_the_gpu_decoder() -> None:
-    # nvJPEG decodes a truncated file without a word and raises on CMYK; torchvision's CPU
-    # decoder (the stand-in above) refuses both, so this is checked at the header.
-    from featurex.decode.header import gpu_jpeg, open_image
+def test_a_progressive_jpeg_is_decoded_by_pillow_in_the_decode_threads() -> None:
+    # prepare() is what the decode threads run: a tensor means Pillow decoded it there, not
+    # nvJPEG's hybrid decoder on the main thread.
+    from featurex.decode import Decoding, Encoded, prepare
+    from featurex.decode.preprocess import Preprocessing
 
-    def route(data: bytes) -> int | None:
-        return gpu_jpeg(open_image(data, 10**8), data)
+    pre = Preprocessing(resize=32, crop=(32, 32), mean=(0, 0, 0), std=(1, 1, 1))
+    how = Decoding(lambda image: image, pre, DEFAULT_MAX_PIXELS, gpu=True)
+    progressive, _ = prepare(encode(photo(64, 48), "JPEG", progressive=True), how)
+    baseline, _ = prepare(jpeg(64, 48), how)
+    assert isinstance(progressive, torch.Tensor) and isinstance(baseline, Encoded)
 
-    good = jpeg(160, 120, seed=3)
-    start, eoi = good.rindex(b"\xff\xda"), good.rindex(b"\xff\xd9")
-    assert route(good) == 1
-    assert route(good + b"\x00trailing bytes" * 8) == 1
-    assert route(with_orientation(photo(40, 30), 6)) == 6
-    assert route(encode(photo(40, 30).convert("L"), "JPEG")) == 1
-    for cut in (eoi, eoi - 1, (start + eoi) // 2, start + 16):
-        assert route(good[:cut]) is None, cut
-    assert route(encode(photo(40, 30).convert("CMYK"), "JPEG")) is None
-    assert route(encode(photo(40, 30), "PNG")) is None
+
+def test_decode_gpu_with_a_transform_that_cannot_run_on_tensors_is_refused_on_the_driver() -> None:
+    with pytest.raises(ConfigError, match=r"^decode='gpu' needs preprocessing featurex can"):
+        fx.FeatureExtractor("resnet18", weights=None, decode="gpu", transform=lambda im: im)
+
+
+# --------------------------------------------------------------------------- the resize
+
+CLIP_LIKE = T.Compose(
+    [
+        T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC),
+        T.ToTensor(),
+        T.Normalize((0.48, 0.46, 0.41), (0.27, 0.26, 0.28)),
+    ]
+)
+
+
+@lru_cache(maxsize=1)
+def big_ones() -> dict[str, bytes]:
+    return {
+        # 15 photos side by side: generating 60 Mpx of noise takes 20 s, tiling 4 Mpx, 2 s
+        "panorama 30000x2000": encode(
+            Image.fromarray(np.tile(np.asarray(photo(2000, 2000, seed=3)), (1, 15, 1))), "JPEG"
+        ),
+        "12 Mpx": jpeg(4000, 3000, seed=4),
+        "strip 1x4000": encode(photo(1, 4000, seed=5), "JPEG"),
+        "strip 4000x1": encode(photo(4000, 1, seed=5), "JPEG"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("options", "names"),
+    [
+        (
+            {"transform": CLIP_LIKE},
+            ["panorama 30000x2000", "12 Mpx", "strip 1x4000", "strip 4000x1"],
+        ),
+        ({}, ["12 Mpx"]),  # resnet18: bilinear, short side 256 (a strip would be too elongated)
+    ],
+    ids=["bicubic to 224x224", "resnet18"],
+)
+def test_big_photos_panoramas_and_strips_give_the_pillow_paths_features(
+    options: dict[str, object], names: list[str]
+) -> None:
+    pillow, gpu = engines(**options)
+    photos = [big_ones()[name] for name in names]
+    want, want_errors = pillow.extract(photos)
+    got, errors, on_gpu = decoded_on_gpu(gpu, photos)
+    assert errors == want_errors == [None] * len(photos) and on_gpu == len(photos)
+    assert cosines(got, want).min() >= 0.9999, cosines(got, want)
+
+
+# PyTorch's CUDA antialiased kernel runs with at least one row of 32 threads per block:
+# 32 * window_w + 33 * window_h floats of shared memory, at most 48 KB.
+SHARED_FLOATS = 48 * 1024 // 4
+
+
+def test_the_gpu_resize_reads_a_bounded_window_for_any_shape() -> None:
+    from featurex.decode.preprocess import aa_window, box_factors, separable
+
+    sizes = [(2000, 30000), (3000, 4000), (4000, 1), (1, 4000), (65500, 65500), (224, 224),
+             (100, 150), (6000, 900), (513, 257)]  # fmt: skip
+    most = {"bilinear": (35, 3), "bicubic": (67, 5)}  # taps along the pass's axis, across it
+    for (height, width), target, mode in itertools.product(
+        sizes, [(224, 224), (256, 256), (518, 518), (224, 3360)], ["bilinear", "bicubic"]
+    ):
+        factors = box_factors((height, width), target)
+        shape = (-(-height // factors[0]), -(-width // factors[1]))
+        # The box step reads each input pixel once: its cost is the image's, not per output.
+        assert shape[0] * factors[0] >= height and shape[1] * factors[1] >= width
+        for step in separable(shape, target):
+            wh, ww = (aa_window(n, t, mode) for n, t in zip(shape, step, strict=True))  # type: ignore[arg-type]
+            assert max(wh, ww) <= most[mode][0] and min(wh, ww) <= most[mode][1], (shape, step)
+            assert 32 * ww + 33 * wh <= SHARED_FLOATS
+            shape = step
+        assert shape == target
+    # In one 2-D pass, the panorama to 224x224 in bicubic is past the kernel's limit (the
+    # crash), and a 12 Mpx photo to 224 reads 37 x 37 taps per output value (2 x 37 x 5 here).
+    assert 32 * aa_window(30000, 224, "bicubic") + 33 * aa_window(2000, 224, "bicubic") > (
+        SHARED_FLOATS
+    )
+    assert aa_window(3000, 336, "bicubic") == 37
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def encoded(files: list[bytes]) -> list[object]:
+    from featurex.decode import Decoding, prepare
+
+    how = Decoding(lambda image: image, PRE, DEFAULT_MAX_PIXELS, gpu=True)
+    return [prepare(data, how)[0] for data in files]
+
+
+def from_pillow(data: object) -> tuple[torch.Tensor | None, str | None]:
+    return torch.full((3, 32, 32), -1.0), None  # a mark: this row went to the Pillow path
+
+
+def big_photos() -> list[bytes]:
+    return [jpeg(1000, 800, seed=s) for s in range(6)]  # 0.8 Mpx each
+
+
+def test_the_pixel_budget_splits_a_batch_of_large_photos_and_no_row_is_lost() -> None:
+    files = encoded(big_photos())
+    want = gpu_decode.GpuDecoder(CPU, PRE, from_pillow).decode(files)  # type: ignore[arg-type]
+    calls = gpu_decode.STATS["calls"]
+    split = gpu_decode.GpuDecoder(CPU, PRE, from_pillow, pixel_budget=2_000_000)
+    got = split.decode(files)  # type: ignore[arg-type]
+    assert gpu_decode.STATS["calls"] - calls == 3  # 2 photos a call
+    for (a, _), (b, _) in zip(got, want, strict=True):
+        assert a is not None and b is not None and torch.equal(a, b) and a.min() >= 0
+
+
+def test_out_of_memory_in_the_resize_halves_the_budget_and_no_row_is_lost(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = encoded(big_photos())
+    want = gpu_decode.GpuDecoder(CPU, PRE, from_pillow).decode(files)  # type: ignore[arg-type]
+    decoder = gpu_decode.GpuDecoder(CPU, PRE, from_pillow)
+    real_decode, real_crop, held = gpu_decode._decode, gpu_decode.crop_tensor, [0]
+
+    def decode(inputs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+        held[0] = len(inputs)  # what the call holds, decoded, while its images are resized
+        return real_decode(inputs, device)
+
+    def tight(pixels: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        if held[0] > 2:  # room for two decoded photos and the float copy of one
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 MiB")
+        return real_crop(pixels, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gpu_decode, "_decode", decode)
+    monkeypatch.setattr(gpu_decode, "crop_tensor", tight)
+    with caplog.at_level(logging.WARNING, logger="featurex.decode.gpu"):
+        got = decoder.decode(files)  # type: ignore[arg-type]
+    # 6 fails: 3 + 3 fail, 2 + 1 and 2 + 1 fit; the budget halved at each failure.
+    assert decoder.budget == gpu_decode.PIXEL_BUDGET // 8
+    assert any("CUDA out of memory while decoding JPEGs" in r.message for r in caplog.records)
+    for (a, _), (b, _) in zip(got, want, strict=True):
+        assert a is not None and b is not None and torch.equal(a, b)  # all on the GPU path
+
+
+def test_torchvisions_out_of_memory_message_is_out_of_memory_and_alone_goes_to_pillow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files = encoded(big_photos()[:4])
+    decoder = gpu_decode.GpuDecoder(CPU, PRE, from_pillow)
+    real = gpu_decode._decode
+
+    def tight(inputs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+        if len(inputs) > 1 or inputs[0].numel() == len(files[3].data):  # type: ignore[attr-defined]
+            raise RuntimeError(
+                "Error while decoding JPEG images: CUDA out of memory. Tried to allocate 2.00 GiB"
+            )
+        return real(inputs, device)
+
+    monkeypatch.setattr(gpu_decode, "_decode", tight)
+    got = decoder.decode(files)  # type: ignore[arg-type]
+    assert decoder.budget < gpu_decode.PIXEL_BUDGET  # taken for out of memory, not a refusal
+    assert [float(t.min()) >= 0 for t, _ in got] == [True, True, True, False]  # type: ignore[union-attr]
+
+
+def test_a_resize_that_fails_on_the_gpu_sends_that_image_to_pillow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files = encoded([jpeg(300, 200, seed=1), jpeg(3000, 200, seed=2), jpeg(300, 200, seed=3)])
+    real = gpu_decode.crop_tensor
+
+    def picky(pixels: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        if pixels.shape[-1] == 3000:
+            raise RuntimeError("Too much shared memory required: 73728 vs 49152")
+        return real(pixels, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gpu_decode, "crop_tensor", picky)
+    got = gpu_decode.GpuDecoder(CPU, PRE, from_pillow).decode(files)  # type: ignore[arg-type]
+    assert [float(t.min()) >= 0 for t, _ in got] == [True, False, True]  # type: ignore[union-attr]
+
+
+def test_out_of_memory_while_normalizing_is_halved_like_the_forward_pass() -> None:
+    from featurex.models import warn_once
+
+    warn_once.cache_clear()
+    engine = fx.FeatureExtractor(plain_tiny_cnn, weights=None, device="cpu")
+    loaded = engine.loaded
+    crops = [torch.rand(3, 32, 32) for _ in range(7)]
+    sizes = []
+
+    def normalize(part: list[torch.Tensor]) -> torch.Tensor:
+        sizes.append(len(part))
+        if len(part) > 2:
+            raise RuntimeError("CUDA error: out of memory")
+        return torch.stack(part)
+
+    got = engine._forward(loaded, crops, normalize)
+    want = engine._forward(loaded, torch.stack(crops))
+    torch.testing.assert_close(got, want)
+    assert sizes == [7, 4, 2, 2, 2, 1]
