@@ -2,7 +2,8 @@
 decode="gpu" in one process and in K processes sharing the GPU (as K Spark tasks would), and
 three peers, in one run.
 
-    PYTHONPATH=. python -m benchmarks.gpu                 # one GPU machine, under 5 minutes
+    PYTHONPATH=. python -m benchmarks.gpu                 # one GPU machine, about 4 minutes
+    PYTHONPATH=. python -m benchmarks.gpu --quick         # a first look: 512 images, K <= 4
     PYTHONPATH=. python -m benchmarks.gpu --smoke         # the CPU, seconds (the test suite)
 
 Needs torch, torchvision, transformers, Pillow, pandas, pyarrow; no pyspark, no Java, no
@@ -42,14 +43,14 @@ ARROW_BATCH = 256  # Spark's Arrow batch as featurex's CLI sets it (maxRecordsPe
 # ------------------------------------------------------------------ the plan
 
 
-def plan(smoke: bool) -> list[dict[str, Any]]:
+def plan(smoke: bool, quick: bool = False) -> list[dict[str, Any]]:
     """The rows, grouped by K: one set of K workers runs every job of its K in turn."""
     r50 = "resnet18" if smoke else "resnet50"
     b = 8 if smoke else 64  # the GPU's default batch; a CPU graph is compiled for its batch
     half = "fp32" if smoke else "fp16"  # autocast fp16 has no CPU kernels for convolutions
-    big = [] if smoke else [256]
-    ks = [1, 2] if smoke else [1, 2, 4, 8]
-    loaders = [2] if smoke else [8, 15]
+    big = [] if smoke or quick else [256]
+    ks = [1, 2] if smoke else [1, 2, 4] if quick else [1, 2, 4, 8]
+    loaders = [2] if smoke else [15] if quick else [8, 15]
     rows: list[dict[str, Any]] = []
 
     def row(
@@ -66,7 +67,7 @@ def plan(smoke: bool) -> list[dict[str, Any]]:
             row(k, "featurex", decode=decode)
     for batch in big:
         row(1, "featurex", decode="gpu", batch=batch)
-    if not smoke:  # 16 tasks of one core: what K=4's 4 cores each are held against (OpenMP)
+    if not (smoke or quick):  # 16 tasks of one core: what K=4's 4 cores are held against
         row(16, "featurex", decode="cpu")
     row(1, "peer_row", precision="fp32", batch=1)
     row(1, "peer_predict_batch")
@@ -93,20 +94,22 @@ def plan(smoke: bool) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="the CPU, tiny models, seconds")
-    parser.add_argument("--images", type=int, help="benchmark JPEGs (2048; smoke: 16)")
+    parser.add_argument("--quick", action="store_true", help="a first look: 512 images, K <= 4")
+    parser.add_argument("--images", type=int, help="benchmark JPEGs (2048; quick: 512; smoke: 16)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--data", type=Path, default=ROOT / "benchmarks" / ".data")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return _worker(json.loads(args.worker))
-    count = args.images or (16 if args.smoke else 2048)
+    count = args.images or (16 if args.smoke else 512 if args.quick else 2048)
     started = time.perf_counter()
     from benchmarks.families import save_model
     from benchmarks.images import make_images
 
     images = make_images(count, args.data)
     machine = _machine(args.smoke)
+    print(f"{machine['device']}; nvJPEG: {machine.get('nvjpeg')}", flush=True)
     results: list[dict[str, Any]] = []
 
     def write() -> str:
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {"machine": machine, "images": count, "rows": results,
                   "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
         args.out.mkdir(parents=True, exist_ok=True)
-        name = "gpu-smoke" if args.smoke else "gpu"
+        name = "gpu-smoke" if args.smoke else "gpu-quick" if args.quick else "gpu"
         (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
         text = markdown(report)
         (args.out / f"{name}.md").write_text(text)
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="featurex-gpu-bench-") as tmp:
         folders = {m: str(save_model(m, Path(tmp) / m, tiny=args.smoke)) for m in MODELS}
-        rows = plan(args.smoke)
+        rows = plan(args.smoke, args.quick)
         for k in sorted({r["k"] for r in rows}):
             jobs = [r for r in rows if r["k"] == k]
             common = {
@@ -353,6 +356,7 @@ def _agreement(job: dict[str, Any], spec: dict[str, Any], images: list[bytes], d
     import numpy as np
 
     import featurex as fx
+    from featurex.decode import gpu as gpu_decode
 
     library = {"timm": "timm", "open_clip": "open_clip"}.get(job["model"].split(":")[0])
     if library and importlib.util.find_spec(library) is None:
@@ -369,10 +373,12 @@ def _agreement(job: dict[str, Any], spec: dict[str, Any], images: list[bytes], d
         if warm_up:
             return {"rows": 0}
         a, errors_a = pillow.extract(sample)
+        before = gpu_decode.STATS["decoded"]
         b, errors_b = gpu.extract(sample)
         cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
         return {"rows": len(sample), "min_cosine": float(cos.min()),
-                "mean_cosine": float(cos.mean()), "same_errors": errors_a == errors_b}  # fmt: skip
+                "mean_cosine": float(cos.mean()), "same_errors": errors_a == errors_b,
+                "gpu_decoded": gpu_decode.STATS["decoded"] - before}  # fmt: skip
 
     return run
 
@@ -506,6 +512,10 @@ def _machine(smoke: bool) -> dict[str, Any]:
         "pillow": PIL.__version__,
         "featurex": featurex.__version__,
     }
+    if not smoke:
+        from featurex.decode.gpu import nvjpeg_backend
+
+        info["nvjpeg"] = nvjpeg_backend()
     try:
         import transformers
 
@@ -542,7 +552,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# featurex on one GPU ({m['date']})",
         "",
-        f"`PYTHONPATH=. python -m benchmarks.gpu` on {m['device']} (driver {m.get('driver')}), "
+        f"`PYTHONPATH=. python -m benchmarks.gpu` on {m['device']} (driver {m.get('driver')}, "
+        f"nvJPEG backend: {m.get('nvjpeg')}), "
         f"{m['cpus']} CPU cores; Python {m['python']}, torch {m['torch']} (CUDA {m['cuda']}), "
         f"torchvision {m['torchvision']}, transformers {m.get('transformers')}, Pillow "
         f"{m['pillow']}. {report['images']} benchmark JPEGs; Arrow batches of {ARROW_BATCH}; "
@@ -570,18 +581,19 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "Features of the GPU path against the Pillow path, fp32, on the same device, per image:",
         "",
-        "| model | images | min cosine | mean cosine | same verdicts |",
-        "|---|---:|---:|---:|---|",
+        "| model | images | decoded by nvJPEG | min cosine | mean cosine | same verdicts |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for r in report["rows"]:
         if r["what"] != "agreement":
             continue
         if "skipped" in r or "error" in r:
             why = r.get("skipped") or f"failed: {r['error']}"
-            lines.append(f"| {r['model']} | - | - | - | {why} |")
+            lines.append(f"| {r['model']} | - | - | - | - | {why} |")
         else:
-            lines.append(f"| {r['model']} | {r['rows']} | {r['min_cosine']:.6f} | "
-                         f"{r['mean_cosine']:.6f} | {r['same_errors']} |")  # fmt: skip
+            lines.append(f"| {r['model']} | {r['rows']} | {r['gpu_decoded']} | "
+                         f"{r['min_cosine']:.6f} | {r['mean_cosine']:.6f} | "
+                         f"{r['same_errors']} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -185,8 +185,8 @@ def test_the_gpu_benchmark_runs_every_row_in_its_cpu_smoke_mode(tmp_path: Path) 
     }
     agreement = [r for r in rows if r["what"] == "agreement"]
     assert len(agreement) == 2  # both paths' features, fp32: a CNN and a transformer
-    for r in agreement:
-        assert r["same_errors"] and r["min_cosine"] >= 0.9999, r
+    for r in agreement:  # the GPU path ran: not the CPU against the CPU
+        assert r["same_errors"] and r["min_cosine"] >= 0.9999 and r["gpu_decoded"] == r["rows"], r
     for r in (r for r in rows if r["what"] != "agreement"):
         assert r["images_per_s"] > 0 and r["failed"] == 0 and r["share_of_forward"] > 0, r
         if r["what"] == "featurex":  # every JPEG through the GPU decoder, or none
