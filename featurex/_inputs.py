@@ -185,9 +185,7 @@ class Source:
                         int(item.getModificationTime()) * 1000)  # fmt: skip
 
     def _hadoop_uri(self, path: str) -> str:
-        jvm = self.spark._jvm
-        assert jvm is not None, "a classic Spark session"
-        return str(jvm.org.apache.hadoop.fs.Path(path).toUri().toString())
+        return str(self._fs(path)[1].toUri().toString())
 
     # Reading a chunk.
 

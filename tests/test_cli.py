@@ -225,7 +225,9 @@ def test_a_failed_run_exits_1_with_the_workers_reason_and_the_same_command_runs_
     (inputs / "b.jpg").unlink()
     again = _run(*command)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stdout.strip().startswith("featurex: 1 images, 0 failed, ")
+    accounting, summary = again.stdout.strip().splitlines()[-2:]
+    assert accounting == "featurex: 1 file found = 1 row"
+    assert summary.startswith("featurex: 1 images, 0 failed, ")
     assert pq.read_table(out).num_rows == 1
 
 

@@ -223,13 +223,11 @@ def test_image_featurizer_under_connect_equals_the_reference_and_saves(
 def test_featurex_never_touches_spark_context_rdds_or_broadcast() -> None:
     forbidden = re.compile(r"sparkContext|SparkContext|\.rdd\b|broadcast|_jvm|_jsc|_jdf")
     # The CLI creates its own classic session and reads the status tracker for its
-    # progress display, and its runs reach an OUT that is not local through Hadoop's
-    # FileSystem, and its listing reads the empty files from the scan's own list of files;
-    # nothing it shares with library users (a Connect client) does.
+    # progress display, and its runs reach an OUT and list INPUTs that are not local through
+    # Hadoop's FileSystem; nothing it shares with library users (a Connect client) does.
     allowed = {
         ("cli.py", "tracker = spark.sparkContext.statusTracker()"),
-        ("_runs.py", "files = scan._jdf.inputFiles()"),
-        ("_runs.py", "jvm, gateway = self.spark._jvm, self.spark.sparkContext._gateway"),
+        ("_inputs.py", "jvm, jsc = self.spark._jvm, self.spark._jsc"),
         ("_runs.py", "jvm, jsc = spark._jvm, spark._jsc"),
         (
             "_runs.py",

@@ -326,7 +326,8 @@ def test_cli_extract_with_an_hf_model_and_normalize(tmp_path: Path, saved: dict[
     done = subprocess.run([*command, "--output", str(out)], env=env, text=True,
                           capture_output=True, timeout=600, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.startswith("featurex: 4 images, 0 failed")
+    assert done.stdout.splitlines()[-2:][0] == "featurex: 4 files found = 4 rows"
+    assert done.stdout.splitlines()[-1].startswith("featurex: 4 images, 0 failed")
     # Quiet workers: transformers' progress bars and notices stay out of the job's output...
     assert "Loading weights" not in done.stderr and "[transformers]" not in done.stderr
     # ...unless asked for, with featurex's own log lines too: what a worker does at its
