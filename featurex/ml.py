@@ -296,10 +296,7 @@ class ImageFeaturizer(
             check_input(dataset, input_col, input_type)
         output_col, error_col = self.getOutputCol(), self.getErrorCol()
         udf = features_udf(config, with_errors=error_col is not None, input_type=input_type)
-        # Nondeterministic, so that the optimizer never copies the model's UDF: a deterministic
-        # one is pushed below a filter on its output (skip here, `features IS NOT NULL` in a
-        # later stage) and runs twice, once for the filter and once for the column.
-        column: Column = udf.asNondeterministic()(input_col)
+        column: Column = udf(input_col)  # nondeterministic: a later filter never copies it
         if error_col is None:
             out = dataset.withColumn(output_col, column)
         else:  # one call for both: the struct, then its fields

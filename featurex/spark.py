@@ -207,7 +207,8 @@ def features_udf(
 
     An Arrow UDF where pyspark has them (4.1+), else a pandas UDF (`_compat.has_arrow_udfs`):
     both are scalar iterators, one batch out per batch in, and differ only in how a batch of
-    features goes back to Arrow.
+    features goes back to Arrow. Use its column once (`withColumn`, then `F.col`): each use
+    of a nondeterministic column is a pass of the model.
     """
     check_weights(config)
     arrow = has_arrow_udfs()
@@ -221,9 +222,13 @@ def features_udf(
         "features_and_errors" if with_errors else "features_only"
     )
 
-    return _scalar_iter_udf(
+    udf = _scalar_iter_udf(
         features, named, arrow, WITH_ERRORS_TYPE if with_errors else FEATURES_TYPE
     )
+    # Nondeterministic, so that the optimizer never copies the model's UDF: a deterministic
+    # one is pushed below a filter on its output (`features IS NOT NULL`) with a copy, and
+    # every image runs through the model twice, once for the filter and once for the column.
+    return udf.asNondeterministic()
 
 
 def _scalar_iter_udf(fn: Any, named: bool, arrow: bool, return_type: DataType) -> Any:

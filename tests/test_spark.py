@@ -115,6 +115,20 @@ def test_one_model_load_per_worker_across_two_jobs(spark: SparkSession, image_di
             assert r["frozen"] > 100_000 and r["tracked"] < r["frozen"] / 4, r
 
 
+def test_a_filter_on_the_features_runs_the_model_once(spark: SparkSession, image_dir: Path) -> None:
+    # A deterministic UDF is copied below a filter on its output: every image ran twice.
+    from pyspark.sql import functions as F
+
+    df = _files(spark, image_dir)
+    col = fx.image_features("content", model="resnet18", weights=None, with_errors=True)
+    kept = df.withColumn("r", col).where(F.col("r.features").isNotNull())
+    selected = df.select("path", col.alias("r")).select("path", "r.*").where("error is null")
+    for out in (kept, selected):
+        plan = out._jdf.queryExecution().executedPlan().toString()
+        assert len(re.findall(r"EvalPython \[", plan)) == 1, plan
+    assert kept.count() == selected.count() == df.count()
+
+
 @pytest.mark.parametrize("with_errors", [False, True])
 def test_udf_closure_ships_no_session(spark: SparkSession, with_errors: bool) -> None:
     # What Spark pickles for the workers is the UDF's function: the config, nothing else.
