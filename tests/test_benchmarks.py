@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import json
 import subprocess
@@ -22,6 +23,8 @@ from benchmarks.ceiling import per_image_ms  # noqa: E402
 from benchmarks.costs import fit  # noqa: E402
 from benchmarks.costs import markdown as costs_markdown  # noqa: E402
 from benchmarks.images import MAX_SIDE, MIN_SIDE, make_image, make_images, photo_paths  # noqa: E402
+from benchmarks.peers import parse_args as peers_args  # noqa: E402
+from benchmarks.peers import runnable  # noqa: E402
 from benchmarks.resume import fabricate, resume_phases, tiny_jpegs  # noqa: E402
 from benchmarks.run import _rate_cell, markdown, merge_rounds  # noqa: E402
 
@@ -212,3 +215,83 @@ def test_a_gpu_benchmark_job_that_fails_is_recorded_and_the_next_one_runs(tmp_pa
     report = {"machine": {**machine, "torchvision": "-", "pillow": "-"}, "images": 4,
               "rows": [failed, ran], "seconds": 1}  # fmt: skip
     assert "| no_such_model | featurex, decode=cpu | 1 | fp32 | 2 | failed: " in markdown(report)
+
+
+@pytest.mark.slow
+def test_the_peers_benchmark_runs_featurex_the_row_udf_and_each_installed_peer(
+    tmp_path: Path,
+) -> None:
+    # Every tool in a fresh process tree on the same 12 JPEGs (resnet18, one round); Daft
+    # and Ray Data where installed (the `peers` extra), skipped with a note where not.
+    out = tmp_path / "results"
+    cmd = [sys.executable, "-m", "benchmarks.peers", "--smoke", "--out", str(out),
+           "--data", str(tmp_path / "data")]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((out / "peers-smoke.json").read_text())
+    table = (out / "peers-smoke.md").read_text()
+    installed = {p for p in ("daft", "ray") if importlib.util.find_spec(p) is not None}
+    for peer in {"daft", "ray"} - installed:
+        note = f"{peer}: skipped, {peer} is not installed (pip install -e '.[peers]')"
+        assert note in report["skipped"] and note in done.stdout and note in table
+    assert report["machine"]["model"] == "resnet18" and report["machine"]["cpu"]
+    assert report["machine"]["command"].startswith("python -m benchmarks.peers --smoke")
+    [block] = report["sizes"]
+    assert block["images"] == 12 and report["failed"] == []
+    rows = {r["peer"]: r for r in block["rows"]}
+    assert set(rows) == {"featurex", "row_udf"} | installed
+    for row in rows.values():
+        [run] = row["runs"]
+        # Every image finished in units of work (tasks, batches) after the launch, the
+        # first before the last, and the Parquet written after both. The steady rate needs
+        # a unit after the first: Spark's two tasks of 6 images may close their files in
+        # the same clock tick, Daft's and Ray's batches of 4 end one after the other.
+        assert run["units"] >= 2, row["peer"]
+        steady = row["steady_images_per_s"]
+        assert steady > 0 if row["peer"] in ("daft", "ray") else steady is None or steady > 0
+        assert 0 < row["first_vector_s"] <= run["last_unit_s"] <= row["wall_s"] <= run["exit_s"]
+        assert row["images_per_s"] == pytest.approx(12 / row["wall_s"])
+        assert row["cpu_ms_per_image"] > 0 and 100 < row["peak_pss_mb"] < 16_000
+    # featurex's start-up, in order: the session, the listing, the job, pyspark's daemon,
+    # its forked workers, the models they loaded (featurex's INFO log), the first task.
+    fx = rows["featurex"]["runs"][0]
+    s, workers, loaded = fx["stamps"], fx["workers"], fx["models_loaded_s"]
+    assert 0 < s["imported"] < s["session"] < s["listed"] < s["submitted"]
+    assert s["submitted"] < workers["daemon_started_s"] < workers["workers_started_s"][0]
+    assert 1 <= len(loaded) <= 2 and workers["workers_started_s"][0] < loaded[0]
+    assert loaded[0] < fx["first_vector_s"]
+    assert "| first task done: the first vectors |" in table
+    [boot] = report["startup"]  # the engine's own steps in a plain process
+    assert boot["which"] == "fp32" and boot["batch"] >= 1
+    assert all(boot["steps"][k] > 0 for k in ("torch", "torchvision", "loaded", "first_batch"))
+    # The same function everywhere: against the row UDF (torchvision by hand), featurex
+    # exactly, Ray Data through Pillow too, Daft through its own JPEG decoder.
+    agree = {a["peer"]: a for a in block["agreement"]}
+    assert set(agree) == {"featurex"} | installed
+    assert all(a["against"] == "row_udf fp32" and a["images"] == 12 for a in agree.values())
+    assert agree["featurex"]["min_cosine"] > 0.99999 and agree["featurex"]["max_rel_dev"] < 1e-4
+    for peer in installed:
+        assert agree[peer]["min_cosine"] > 0.999, agree[peer]
+    line = next(ln for ln in table.splitlines() if ln.startswith("| featurex (`binaryFile`"))
+    assert (
+        f"| fp32 | {rows['featurex']['images_per_s']:,.2f} | {rows['featurex']['wall_s']:,.1f} |"
+        in line
+    )
+    assert "| seed's row UDF (broadcast model, one image per call, `local[2]`) | fp32 |" in table
+
+
+def test_the_peers_benchmark_skips_what_it_cannot_run_and_refuses_what_no_tool_runs() -> None:
+    rows = [("featurex", "fp32"), ("daft", "fp32"), ("ray", "bf16"), ("featurex", "int8")]
+    entries, notes = runnable(rows, ["avx2", "avx512_vnni"], lambda package: package != "ray")
+    assert entries == [("featurex", "fp32"), ("daft", "fp32"), ("featurex", "int8")]
+    assert notes == ["ray: skipped, ray is not installed (pip install -e '.[peers]')"]
+    entries, notes = runnable(rows, ["avx2"], lambda package: True)  # no bf16, no VNNI
+    assert entries == [("featurex", "fp32"), ("daft", "fp32")]
+    assert notes == ["ray bf16: skipped, this CPU has no fast bf16",
+                     "featurex int8: skipped, this CPU has no fast int8"]  # fmt: skip
+    args = peers_args(["--sizes", "256,4096", "--rounds", "3,1"])
+    assert args.size_list == [256, 4096] and args.round_list == [3, 1]
+    assert args.model == "resnet50" and args.batch == 32
+    for bad in (["--rows", "daft:int8"], ["--rows", "spark:fp32"], ["--rounds", "1,2,3"]):
+        with pytest.raises(SystemExit):
+            peers_args(bad)
