@@ -79,9 +79,13 @@ class Source:
     """
 
     def __init__(
-        self, spark: SparkSession, inputs: list[str], input_type: InputType, glob: str | None
+        self,
+        spark: SparkSession | None,  # None: local INPUTs, listed only
+        inputs: list[str],
+        input_type: InputType,
+        glob: str | None,
     ) -> None:
-        self.spark = spark
+        self._spark = spark
         self.inputs = inputs
         self.input_type = input_type
         self.glob = glob
@@ -150,6 +154,11 @@ class Source:
             {"path": paths, "load": paths, "size": None, "mtime": None}
         )
         return lines
+
+    @property
+    def spark(self) -> SparkSession:
+        assert self._spark is not None, "a Source made for listing local INPUTs only"
+        return self._spark
 
     # Remote INPUTs (hdfs:, s3a:, ...): listed through Hadoop's FileSystem, with the session's
     # configuration (its credentials). Needs a classic session: the CLI's own.

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
     from pyspark.status import StatusTracker
 
+    from ._inputs import Found
+    from ._runs import LocalStore
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_WEIGHTS = 0, 1, 2, 3
 INPUT_TYPES = ("bytes", "image", "path")
 OUTPUT_TYPES = ("array", "vector")
@@ -301,6 +304,7 @@ def _config(args: argparse.Namespace) -> ExtractorConfig:
 def _extract(args: argparse.Namespace) -> int:
     from ._runs import LocalStore, check_output, check_overlap, fingerprint, local_path
 
+    launched = time.perf_counter()
     config = _config(args)
     for setting in args.conf:
         if not re.fullmatch(r"spark\.[\w.\-]+=.*", setting):
@@ -321,16 +325,56 @@ def _extract(args: argparse.Namespace) -> int:
     _check_device_here(config, args.master)
     wanted = fingerprint(config, args.input_type, args.output_type)
     local = local_path(args.output)
+    found, listed = None, ""
     if local is not None:  # elsewhere, once Spark's filesystems are up
         check_output(LocalStore(local), wanted, args.resume, args.overwrite, args.output)
+        if all(local_path(p) is not None for p in args.inputs):
+            found, listed = _listed(args)
+            if args.resume and _nothing_to_do(args, config, found, LocalStore(local)):
+                return EXIT_OK  # no weights, no Spark: what OUT holds is all there is
     # Download now, or fail in one line, rather than in every task of the job.
     family(config.source.family).fetch(config.source)
 
+    _stage(args, f"{listed}starting Spark (--master {args.master})")
+    start = time.perf_counter()
     spark = _session(args.master, dict(c.split("=", 1) for c in args.conf))
+    _stage(args, f"Spark started in {time.perf_counter() - start:.1f} s")
     try:
-        return _run(spark, args, config, wanted)
+        return _run(spark, args, config, wanted, launched, found)
     finally:
         spark.stop()
+
+
+def _stage(args: argparse.Namespace, message: str) -> None:
+    """A start-up stage on stderr, as it happens (the wait before the first image)."""
+    if not args.quiet:
+        print(f"featurex: {message}", file=sys.stderr, flush=True)
+
+
+def _listed(args: argparse.Namespace, spark: SparkSession | None = None) -> tuple[Found, str]:
+    """Every file under the INPUTs (local ones without Spark), and the stage to say (after
+    the weights' check: a command that fails says so in one line)."""
+    from ._inputs import Source
+
+    start = time.perf_counter()
+    found = Source(spark, args.inputs, args.input_type, args.glob).scan()
+    took = time.perf_counter() - start
+    return found, f"{plural(found.found, 'file', 'files')} listed in {took:.1f} s; "
+
+
+def _nothing_to_do(
+    args: argparse.Namespace, config: ExtractorConfig, found: Found, store: LocalStore
+) -> bool:
+    """A --resume whose inputs OUT already holds: said, with no Spark session and no job."""
+    from ._runs import plan, recover
+
+    if found.inputs.empty:
+        return False  # the run says why, in its words
+    todo = plan(found.inputs, recover(store), args.commit_every)
+    if not (todo.new.empty and todo.changed.empty):
+        return False
+    _summary(args, found, 0, 0, todo.skipped, 0.0, 0.0, config.precision)
+    return True
 
 
 def _check_device_here(config: ExtractorConfig, master: str) -> None:
@@ -382,14 +426,21 @@ def _session(master: str, conf: dict[str, str]) -> SparkSession:
 
 
 def _run(
-    spark: SparkSession, args: argparse.Namespace, config: ExtractorConfig, wanted: dict[str, str]
+    spark: SparkSession,
+    args: argparse.Namespace,
+    config: ExtractorConfig,
+    wanted: dict[str, str],
+    launched: float,
+    found: Found | None,
 ) -> int:
     from ._runs import Run, Source, check_output, feature_rows, open_store, plan
 
     store = open_store(spark, args.output)
     check_output(store, wanted, args.resume, args.overwrite, args.output)  # it may have changed
     source = Source(spark, args.inputs, args.input_type, args.glob)
-    found = source.scan()  # lists files (or listing lines) once: no image is read here
+    if found is None:  # listed once: no image is read here
+        found, listed = _listed(args, spark)
+        _stage(args, listed.removesuffix("; "))
     if found.inputs.empty:
         which = "" if args.glob else " (files with an image extension: --glob '*' takes all)"
         left = f": {describe_omitted(found.omitted)}" if found.omitted else ""
@@ -405,6 +456,9 @@ def _run(
     progress = _Progress(
         tracker, todo.total, todo.skipped, sys.stderr, args.progress_every, args.resume
     )
+    if todo.skipped:
+        _stage(args, f"{todo.skipped} of {todo.total} images already in OUT")
+    _stage(args, "the job starts: each Python worker loads the model before its first image")
     started = time.perf_counter()
     if not args.quiet:
         progress.start()
@@ -415,16 +469,35 @@ def _run(
         return _fail(EXIT_FAILED, f"the job failed: {_root_cause(exc)}")
     progress.stop(success=True)
     elapsed = time.perf_counter() - started
-    print(_accounting(found.found, totals.extracted + todo.skipped, found.omitted))
     precision = config.precision if ran in (None, config.precision) else (
         f"{ran}, {config.precision} asked"
     )  # fmt: skip
-    print(
-        f"featurex: {totals.extracted} images, {totals.failed} failed, {todo.skipped} skipped "
-        f"as already done, {totals.extracted / elapsed:.1f} images/s "
-        f"({elapsed:.1f} s, {args.model}, {precision}) -> {args.output}"
-    )
+    _summary(
+        args, found, totals.extracted, totals.failed, todo.skipped, elapsed,
+        started - launched, precision,
+    )  # fmt: skip
     return EXIT_OK
+
+
+def _summary(
+    args: argparse.Namespace,
+    found: Found,
+    extracted: int,
+    failed: int,
+    skipped: int,
+    elapsed: float,
+    startup: float,
+    precision: str,
+) -> None:
+    """The files' accounting, then the summary line: the job's rate, and apart from it the
+    start-up before the job (Spark, listing, planning)."""
+    print(_accounting(found.found, extracted + skipped, found.omitted))
+    rate = extracted / elapsed if elapsed > 0 else 0.0
+    print(
+        f"featurex: {extracted} images, {failed} failed, {skipped} skipped as already done, "
+        f"{rate:.1f} images/s ({elapsed:.1f} s, start-up {startup:.1f} s, {args.model}, "
+        f"{precision}) -> {args.output}"
+    )
 
 
 def _accounting(found: int, rows: int, omitted: dict[str, list[str]]) -> str:

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -490,14 +491,16 @@ def _in_session(spark: object, *argv: str) -> int:
 
     args = build_parser().parse_args(["extract", *argv, "--master", "local[2]", "-q"])
     config = cli._config(args)
-    return cli._run(
-        spark, args, config, _runs.fingerprint(config, args.input_type, args.output_type)
-    )  # type: ignore[arg-type]
+    wanted = _runs.fingerprint(config, args.input_type, args.output_type)
+    return cli._run(spark, args, config, wanted, time.perf_counter(), None)  # type: ignore[arg-type]
 
 
 @pytest.mark.slow
 def test_every_file_of_a_messy_folder_is_a_row_or_a_counted_omission_and_resume_adds_hidden_names(
-    spark: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    spark: object,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import messy
 
@@ -538,6 +541,17 @@ def test_every_file_of_a_messy_folder_is_a_row_or_a_counted_omission_and_resume_
     )
     np.testing.assert_array_equal(twin, original)
 
+    # Once more with nothing to do: said at once, with no Spark session and no job.
+    def no_spark(*args: object) -> None:
+        raise AssertionError("a resume with nothing to do started Spark")
+
+    monkeypatch.setattr("featurex.cli._session", no_spark)
+    assert main(["extract", str(inputs), "--output", str(out), *model, "--resume"]) == 0
+    monkeypatch.undo()
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2].startswith("featurex: 31 files found = 25 rows + 6 left out: ")
+    assert lines[-1].startswith("featurex: 0 images, 0 failed, 25 skipped as already done, ")
+
     # --input-type path: the same files, read on the executors.
     listed = tmp_path / "paths"
     assert (
@@ -570,7 +584,9 @@ def test_the_summary_and_the_manifest_say_which_precision_ran(
             "--precision", "bf16", "--device", "cpu")  # fmt: skip
     assert _in_session(spark, *argv) == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
-    assert "(resnet18, fp32, bf16 asked) ->" in re.sub(r"\([\d.]+ s, ", "(", summary), summary
+    assert "(resnet18, fp32, bf16 asked) ->" in re.sub(
+        r"\([\d.]+ s, start-up [\d.]+ s, ", "(", summary
+    ), summary
     manifest = json.loads((out / "_featurex" / "manifest.json").read_text())
     assert manifest["precision"] == {"asked": "bf16", "ran": ["fp32"]}
     assert manifest["fingerprint"]["precision"] == "bf16"  # what a --resume must match
@@ -578,7 +594,9 @@ def test_the_summary_and_the_manifest_say_which_precision_ran(
     # Where it runs as asked, the summary names it once.
     monkeypatch.setattr(runtime, "_cpu_has_bf16", lambda: True)
     assert _in_session(spark, *argv, "--resume") == 0
-    assert "(resnet18, bf16) ->" in re.sub(r"\([\d.]+ s, ", "(", capsys.readouterr().out)
+    assert "(resnet18, bf16) ->" in re.sub(
+        r"\([\d.]+ s, start-up [\d.]+ s, ", "(", capsys.readouterr().out
+    )
     manifest = json.loads((out / "_featurex" / "manifest.json").read_text())
     assert manifest["precision"] == {"asked": "bf16", "ran": ["fp32", "bf16"]}
 
