@@ -6,7 +6,7 @@ OUT ?= out/features.parquet
 # Local Spark binds to loopback: no hostname lookups, nothing exposed.
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup run test lint check bench clean setup-spark35 test-spark35
+.PHONY: setup run test lint check bench clean setup-spark35 test-spark35 test-docker
 
 setup: $(VENV)/.installed
 
@@ -61,6 +61,12 @@ test: setup
 # The whole suite again on pyspark 3.5 (see setup-spark35); .venv's commands (hadolint) on PATH.
 test-spark35: setup-spark35
 	PATH="$(abspath $(BIN)):$$PATH" $(VENV35)/bin/python -m pytest
+
+# docker/'s images built and run, and the compose cluster's job (docs/deploying.md, "Docker"):
+# installs Docker from Debian's packages if missing and starts an engine of its own. As root,
+# with ~20 GB free; ~15 min here.
+test-docker: setup
+	scripts/test_docker.sh
 
 lint: setup
 	$(BIN)/ruff check .
