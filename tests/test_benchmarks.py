@@ -129,9 +129,10 @@ def test_ceiling_reports_decode_and_forward_costs_per_image(tmp_path: Path) -> N
     # Real timings: decoding a JPEG takes some time, a CNN forward pass takes longer. The
     # command itself runs in the harness test above (its --json figures).
     assert 0 < cost["decode_ms"] < cost["forward_ms"]
-    # The engine alone decodes and runs the same model on the same images: it cannot beat
-    # the bound by much (timing noise), and it pays at least the forward pass.
-    assert cost["forward_ms"] < cost["engine_ms"]
+    # The engine alone decodes and runs the same model on the same images: it pays the
+    # forward pass, and beats the bound by timing noise at most (one round each: on a
+    # loaded 2-core machine, 54.5 ms for the forward pass alone against 50.1 for the engine).
+    assert cost["engine_ms"] > 0.75 * cost["forward_ms"]
     cmd = [sys.executable, "-m", "benchmarks.ceiling", "--rounds", "0"]
     bad = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "must be positive" in bad.stderr
