@@ -145,7 +145,7 @@ command -v debootstrap >/dev/null || missing+=(debootstrap)
 { docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null; } || missing+=(docker-compose)
 if [ ${#missing[@]} -gt 0 ]; then
 	say "installing ${missing[*]}"
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$WORK/apt.log" 2>&1 ||
+	apt-get install -y -qq "${missing[@]}" >"$WORK/apt.log" 2>&1 ||
 		fail "apt-get install ${missing[*]} failed: $(tail -3 "$WORK/apt.log")"
 fi
 NET_BEFORE=$(net_state)
