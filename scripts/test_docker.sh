@@ -76,6 +76,7 @@ HTTP_PID=""
 COMPOSE_UP=""
 IMAGES=()
 OWN_ENGINE=""
+ENGINE_LEFTOVERS=()
 NET_BEFORE=""
 cleanup() {
 	local rc=$?
@@ -108,6 +109,9 @@ cleanup() {
 			kill -9 "$DOCKERD_PID" 2>/dev/null
 		fi
 		wait "$DOCKERD_PID" 2>/dev/null
+		for path in "${ENGINE_LEFTOVERS[@]}"; do
+			if [ -d "$path" ]; then rmdir "$path" 2>/dev/null; else rm -f "$path"; fi
+		done
 		say "dockerd $DOCKERD_PID stopped"
 	fi
 	# The logs stay for a look afterwards (out/ is git-ignored).
@@ -157,6 +161,11 @@ if docker info >/dev/null 2>&1; then
 else
 	OWN_ENGINE=1
 	SUFFIX=""
+	# dockerd 20.10 also writes its trust key to /etc/docker and makes /run/docker/plugins:
+	# removed at the end where they were not there before.
+	for path in /etc/docker/key.json /run/docker/plugins /run/docker; do
+		[ -e "$path" ] || ENGINE_LEFTOVERS+=("$path")
+	done
 	mkdir -p "$WORK/engine"
 	echo '{}' >"$WORK/engine/daemon.json"
 	dockerd --config-file "$WORK/engine/daemon.json" \
