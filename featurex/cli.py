@@ -335,6 +335,7 @@ def _extract(args: argparse.Namespace) -> int:
     # Download now, or fail in one line, rather than in every task of the job.
     family(config.source.family).fetch(config.source)
 
+    require_pyspark("featurex extract")  # missing: one line, before any stage is said
     _stage(args, f"{listed}starting Spark (--master {args.master})")
     start = time.perf_counter()
     spark = _session(args.master, dict(c.split("=", 1) for c in args.conf))
