@@ -217,24 +217,16 @@ def machine_info(cores: int) -> dict[str, Any]:
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
-    from benchmarks.run import _java_version
+    from benchmarks.run import _java_version, cpu_description
 
-    with open("/proc/cpuinfo") as cpuinfo:
-        lines = cpuinfo.read().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
-    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+    cpu, flags = cpu_description()
     info: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu or platform.processor(),
+        "cpu": cpu,
         "lscpu_model": next(
             (ln.strip() for ln in _command(["lscpu"]).splitlines() if "Model name" in ln), ""
         ),
-        "cpu_flags": sorted(
-            f
-            for f in flags
-            if f.startswith(("avx512_bf16", "amx", "avx512f", "avx512_vnni"))
-            or f in ("avx_vnni", "avx2")
-        ),
+        "cpu_flags": flags,
         "cores_used": cores,
         "cpus_on_host": os.cpu_count(),
         "loadavg_at_start": os.getloadavg()[0],

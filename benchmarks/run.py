@@ -108,6 +108,21 @@ def deviation(features: np.ndarray, reference: np.ndarray) -> tuple[float, float
     return float(rel.max()), float(cos.min())
 
 
+def cpu_description() -> tuple[str, list[str]]:
+    """The CPU's model name, and the flags that decide its precisions (no torch import)."""
+    with open("/proc/cpuinfo") as cpuinfo:
+        lines = cpuinfo.read().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
+    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+    notable = sorted(
+        f
+        for f in flags
+        if f.startswith(("avx512_bf16", "amx", "avx512f", "avx512_vnni"))
+        or f in ("avx_vnni", "avx2")
+    )
+    return cpu or platform.processor(), notable
+
+
 def machine(cores: int) -> dict[str, Any]:
     import PIL
     import pyspark
@@ -116,19 +131,11 @@ def machine(cores: int) -> dict[str, Any]:
 
     import featurex
 
-    with open("/proc/cpuinfo") as cpuinfo:
-        lines = cpuinfo.read().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
-    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+    cpu, flags = cpu_description()
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu or platform.processor(),
-        "cpu_flags": sorted(
-            f
-            for f in flags
-            if f.startswith(("avx512_bf16", "amx", "avx512f", "avx512_vnni"))
-            or f in ("avx_vnni", "avx2")
-        ),
+        "cpu": cpu,
+        "cpu_flags": flags,
         "cores_used": cores,
         "cpus_on_host": os.cpu_count(),
         "bf16_cpu": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
