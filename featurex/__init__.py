@@ -29,6 +29,27 @@ except ImportError as exc:
 
 __version__ = "0.1.0"
 
+# From vectors to answers (featurex.similar): loaded on first use, so `import featurex` stays
+# light; without pyspark each name is a stand-in naming what to install.
+_SIMILAR = ("near_duplicates", "nearest_neighbors", "pair_recall", "similar_pairs")
+
+
+def __getattr__(name: str) -> object:
+    if name not in _SIMILAR:
+        raise AttributeError(f"module 'featurex' has no attribute {name!r}")
+    try:
+        from . import similar
+    except ImportError as exc:
+        if not _compat.is_pyspark_import_error(exc):
+            raise
+        return _compat.unavailable(name, exc)
+    return getattr(similar, name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SIMILAR})
+
+
 __all__ = [
     "ExtractorConfig",
     "FeatureExtractor",
@@ -39,4 +60,8 @@ __all__ = [
     "cache_info",
     "image_features",
     "list_images",
+    "near_duplicates",
+    "nearest_neighbors",
+    "pair_recall",
+    "similar_pairs",
 ]

@@ -22,6 +22,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from . import __version__
 from ._compat import require_pyspark
+from ._dedup_cli import add_parser as add_dedup_parser
+from ._dedup_cli import run as _dedup
 from ._listing import describe_omitted, image_extensions, plural
 from ._logs import quiet_libraries
 from ._types import DECODES, ON_ERRORS, PRECISIONS
@@ -138,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_arguments(info)
     info.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    add_dedup_parser(commands)
     parser.set_defaults(words=flag_words(ex))
     return parser
 
@@ -275,7 +278,8 @@ def flag_words(parser: argparse.ArgumentParser) -> FlagWords:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()  # the command owns the console
-    command: Callable[[argparse.Namespace], int] = _info if args.command == "info" else _extract
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {"info": _info, "dedup": _dedup}
+    command = commands.get(args.command, _extract)
     try:
         with speaking(args.words):  # errors name flags, not Python keywords
             return command(args)
