@@ -42,6 +42,7 @@ from pyspark.sql.types import (
 )
 
 from ._compat import is_column
+from ._listing import plural
 from ._words import opt
 from .errors import ConfigError
 
@@ -205,8 +206,9 @@ def _stats(base: DataFrame, features: str, id: str, what: str) -> VectorStats:
         dup = base.groupBy("id").count().where("count > 1").select("id").first()
         assert dup is not None
         raise ConfigError(
-            f"duplicate id {dup[0]!r} in column {id!r} of {what} ({ids - int(row['distinct'])} "
-            f"rows repeat an id): ids must be unique; pass {opt('id')}= naming a unique "
+            f"duplicate id {dup[0]!r} in column {id!r} of {what} "
+            f"({plural(ids - int(row['distinct']), 'row repeats', 'rows repeat')} an id): ids "
+            f"must be unique; pass {opt('id')}= naming a unique "
             f"column, or deduplicate first, e.g. {what}.dropDuplicates([{id!r}])"
         )
     lo, hi = row["lo"], row["hi"]

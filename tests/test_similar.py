@@ -210,7 +210,7 @@ def test_bad_input_fails_on_the_driver_naming_the_value(spark: Any, planted: Any
     with pytest.raises(ConfigError) as caught:
         fx.similar_pairs(bad)
     assert str(caught.value) == (
-        "duplicate id 'a' in column 'path' of table (1 rows repeat an id): ids must be unique; "
+        "duplicate id 'a' in column 'path' of table (1 row repeats an id): ids must be unique; "
         "pass id= naming a unique column, or deduplicate first, e.g. "
         "table.dropDuplicates(['path'])"
     )
