@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +15,15 @@ import torch
 os.environ["PYSPARK_PYTHON"] = sys.executable
 os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-
 sys.path.insert(0, str(Path(__file__).parent))
 import images
 import models_for_tests
+
+# featurex's disk cache (optimized graphs, torchvision's catalog): one of the session's own,
+# empty at the start, so that no run depends on what an earlier one left in ~/.cache.
+_CACHE = tempfile.mkdtemp(prefix="featurex-cache-")
+os.environ["FEATUREX_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -338,8 +338,12 @@ def test_cli_extract_with_an_hf_model_and_normalize(tmp_path: Path, saved: dict[
         "from featurex._logs import quiet_libraries; quiet_libraries()\n"
         f"import featurex as fx; fx.FeatureExtractor({model!r}, device='cpu').loaded\n"
     )
+    quiet_cache = {
+        "FEATUREX_LOG_LEVEL": "info",
+        "FEATUREX_CACHE_DIR": "",
+    }  # no graph cache: it builds
     loud = subprocess.run([sys.executable, "-c", script], text=True, capture_output=True,
-                          env={**env, "FEATUREX_LOG_LEVEL": "info"}, timeout=300, check=False)  # fmt: skip
+                          env={**env, **quiet_cache}, timeout=300, check=False)  # fmt: skip
     assert loud.returncode == 0, loud.stderr[-3000:]
     assert "Loading weights" in loud.stderr and "featurex INFO: featurex loaded" in loud.stderr
     table = pq.read_table(out).to_pandas().sort_values("path")

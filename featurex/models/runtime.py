@@ -12,7 +12,7 @@ import gc
 import logging
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -26,7 +26,7 @@ from .._types import Transform
 from ..decode import Preprocessing, describe, resize_target
 from ..decode.preprocess import agrees_with
 from ..errors import first_line
-from . import quantize
+from . import graph_cache, quantize
 from .base import Built, ModelSpec
 from .registry import family
 
@@ -311,7 +311,11 @@ def _freeze(
 
 
 def _fuse(
-    graph: nn.Module, batch: torch.Tensor, want: torch.Tensor, dtype: torch.dtype | None
+    graph: nn.Module,
+    batch: torch.Tensor,
+    want: torch.Tensor,
+    dtype: torch.dtype | None,
+    say: Callable[[str], None] = warn_once,
 ) -> bool:
     """Compile a frozen graph's oneDNN Graph fusions for `batch`'s shape; True if its output
     then matches eager's (`want`).
@@ -338,10 +342,10 @@ def _fuse(
                 got = forward(graph, batch, dtype)
         error = ((got - want).norm(dim=1) / want.norm(dim=1).clamp_min(1e-12)).max().item()
     except Exception as exc:
-        warn_once(f"cannot optimize the model for inference ({first_line(exc)}); running eager")
+        say(f"cannot optimize the model for inference ({first_line(exc)}); running eager")
         return False
     if not error <= (1e-4 if dtype is None else 2e-2):
-        warn_once(f"the optimized model differs from eager by {error:.2g}; running eager")
+        say(f"the optimized model differs from eager by {error:.2g}; running eager")
         return False
     return True
 
@@ -353,6 +357,13 @@ def load_model(config: ModelSpec, device: str | None = None) -> LoadedModel:
     """
     target = resolve_device(device or config.device)
     dtype = autocast_dtype(config.precision, target)
+    cached = None
+    if target.type == "cpu" and config.optimize is not False:
+        cached = graph_cache.entry_name(config, dtype)
+        if cached is not None:
+            hit = _from_cache(cached, target, dtype)
+            if hit is not None:
+                return hit
     built = _eager(config)
     module, transform = _for_inference(built.module, target), built.transform
     optimize = built.optimize and (dtype is None or built.optimize_reduced)
@@ -374,6 +385,7 @@ def load_model(config: ModelSpec, device: str | None = None) -> LoadedModel:
         else:  # run fp32; quantizing may have left the eager model changed: build it again
             del module
             module = rebuilt()
+    pre = _preprocessing(transform)
     if optimize and target.type == "cpu":
         # A frozen CPU graph is compiled for one batch size: checked at it, run at it.
         batch_size = config.batch_size or default_batch_size(target)
@@ -397,6 +409,11 @@ def load_model(config: ModelSpec, device: str | None = None) -> LoadedModel:
             fused = _fuse(graph, batch, out, dtype)
             if fused:
                 module, graph_batch = graph, batch_size
+                if cached is not None and pre is not None:
+                    entry = graph_cache.Entry(
+                        graph, example, out, int(out.shape[1]), batch_size, pre
+                    )
+                    graph_cache.store(cached, entry)
             del graph
             if not fused:  # rare: build the eager model again
                 gc.collect()
@@ -410,10 +427,30 @@ def load_model(config: ModelSpec, device: str | None = None) -> LoadedModel:
         "featurex loaded %s on %s (dim=%s, autocast=%s)", config.describe(), target, dim, dtype
     )
     loaded = LoadedModel(
-        module, transform, dim, target, dtype, resize_target(transform), graph_batch,
-        _preprocessing(transform),
+        module, transform, dim, target, dtype, resize_target(transform), graph_batch, pre,
     )  # fmt: skip
     del module
+    _trim_heap()
+    return loaded
+
+
+def _from_cache(name: str, target: torch.device, dtype: torch.dtype | None) -> LoadedModel | None:
+    """The model from the graph cache, checked as a fresh build's graph is; None on a miss."""
+    entry = graph_cache.load(name)
+    if entry is None:
+        return None
+    batch = _repeat_to(entry.example, entry.graph_batch)
+    if not _fuse(entry.graph, batch, entry.want, dtype, say=log.info):
+        log.warning("featurex's cached graph %s failed its check: rebuilding it", name)
+        graph_cache.discard(name)  # stale or corrupt: built again below, and replaced
+        return None
+    transform = graph_cache.Described(entry.preprocessing)
+    log.info("featurex loaded the optimized graph from its cache (%s) on %s", name, target)
+    loaded = LoadedModel(
+        entry.graph, transform, entry.dim, target, dtype, entry.preprocessing.resize_target,
+        entry.graph_batch, entry.preprocessing,
+    )  # fmt: skip
+    del entry
     _trim_heap()
     return loaded
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import json
 import logging
 import os
 import re
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import torch
@@ -33,13 +35,53 @@ log = logging.getLogger(__name__)
 _NO_LINEAR_HEAD = frozenset({"squeezenet1_0", "squeezenet1_1"})
 
 
-@lru_cache(maxsize=1)
 def supported_models() -> tuple[str, ...]:
     """torchvision classification models whose features are the classifier's input."""
+    return tuple(catalog())
+
+
+@lru_cache(maxsize=1)
+def catalog() -> dict[str, list[str]]:
+    """Each supported model's weights enum: its class name, then its member names.
+
+    What the driver checks a config against. `import torchvision` takes 1.8 s (it imports
+    torch._dynamo), so the catalog of an installed torchvision is kept in featurex's cache
+    folder (`graph_cache.cache_dir`), named by its version, and the driver imports torchvision
+    only to make it.
+    """
+    from importlib import metadata
+
+    from . import graph_cache
+
+    folder = graph_cache.cache_dir()
+    path = None
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        version = metadata.version("torchvision")
+        if folder is not None:
+            path = os.path.join(folder, f"torchvision-{version}-models.json")
+    if path is not None:
+        with contextlib.suppress(OSError, ValueError):
+            with open(path) as file:
+                found = json.load(file)
+            if isinstance(found, dict) and found:
+                return cast(dict[str, list[str]], found)
     import torchvision.models
 
     names = torchvision.models.list_models(module=torchvision.models)
-    return tuple(n for n in names if n not in _NO_LINEAR_HEAD)
+    made = {}
+    for name in names:
+        if name in _NO_LINEAR_HEAD:
+            continue
+        enum_type = torchvision.models.get_model_weights(name)
+        made[name] = [enum_type.__name__, *enum_type.__members__]
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            aside = f"{path}.{os.getpid()}"
+            with open(aside, "w") as file:
+                json.dump(made, file)
+            os.replace(aside, path)
+    return made
 
 
 def resolve_weights(model: str, weights: str) -> Any:
@@ -123,13 +165,11 @@ class Torchvision:
         if weights is not None and looks_like_path(weights):
             check_checkpoint_fits(lambda: _meta_trunk(model), weights, trust)
         elif weights is not None:
-            import torchvision.models
-
-            enum_type = torchvision.models.get_model_weights(model)
-            names = ("DEFAULT", *(n for n in enum_type.__members__ if n != "DEFAULT"))
+            enum_name, *members = catalog()[model]
+            names = ("DEFAULT", *(n for n in members if n != "DEFAULT"))
             # Accept "ResNet50_Weights.IMAGENET1K_V2", but only with this model's enum.
             prefix, _, short = weights.rpartition(".")
-            if short not in names or prefix not in ("", enum_type.__name__):
+            if short not in names or prefix not in ("", enum_name):
                 raise ConfigError(
                     f"unknown weights {weights!r} for {model}: expected one of "
                     f"{', '.join(map(repr, names))}, a checkpoint path "
