@@ -258,7 +258,7 @@ def _nearest(x: np.ndarray, centroids: np.ndarray, m: int) -> np.ndarray:
         if m < centroids.shape[0]:
             top = np.argpartition(-scores, m - 1, axis=1)[:, :m]
         else:
-            top = np.broadcast_to(np.arange(m), (len(scores), m))
+            top = np.tile(np.arange(m), (len(scores), 1))
         order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
         out[s : s + len(scores)] = np.take_along_axis(top, order, axis=1)
     return out

@@ -8,13 +8,15 @@ import featurex as fx
 
 def test_public_names_are_exactly_the_sorted_all() -> None:
     public = {n for n in dir(fx) if not n.startswith("_")} - {
-        "cli", "compat", "config", "decode", "errors", "extractor", "ml", "models", "spark",
+        "cli", "compat", "config", "decode", "errors", "extractor", "ml", "models", "similar",
+        "spark",
     }  # fmt: skip
     assert sorted(fx.__all__) == fx.__all__
     assert set(fx.__all__) - {"__version__"} == public
     assert fx.__all__ == [
         "ExtractorConfig", "FeatureExtractor", "FeatureXError", "ImageFeaturizer", "ImageVectorizer",
-        "__version__", "cache_info", "image_features", "list_images",
+        "__version__", "cache_info", "image_features", "list_images", "near_duplicates",
+        "nearest_neighbors", "pair_recall", "similar_pairs",
     ]  # fmt: skip
 
 
