@@ -182,16 +182,30 @@ def test_the_brief_and_the_recipes_survive_bad_files(
     assert all(len(r["features"]) == 512 for r in joined.values())
     plain = namespace["plain"].select("file").collect()  # type: ignore[attr-defined]
     assert sorted(r["file"] for r in plain) == sorted(str(messy / n) for n in read)
-    # The image itself, then its copy, by the exact dot product and by LSH; the corrupt last.
+    # The image itself, then its copy, by the exact dot product; the corrupt last.
     nearest = got["nearest"]
     assert [names[r["path"]] for r in nearest[:2]] == ["chelsea.jpg", "chelsea-copy.jpg"]
     assert nearest[0]["cosine"] == pytest.approx(1, abs=1e-5) and nearest[2]["cosine"] < 1 - 1e-3
     assert names[nearest[-1]["path"]] == "corrupt.jpg" and nearest[-1]["cosine"] is None
-    lsh = got["neighbours"]
-    assert [names[r["path"]] for r in lsh[:2]] == ["chelsea.jpg", "chelsea-copy.jpg"]
-    assert [(names[g["a"]], [names[p] for p in g["near_duplicates"]]) for g in got["groups"]] == [
-        ("chelsea-copy.jpg", ["chelsea.jpg"])
-    ]
+    # The groups: the photo and its copy together, led by the smaller id; every other image
+    # its own group; the corrupt file in none.
+    groups = {names[r["path"]]: r for r in got["groups"]}
+    assert sorted(groups) == sorted(read)
+    bad = groups.pop("corrupt.jpg")
+    assert bad["group_id"] is None and bad["is_representative"] is False
+    copy, photo = f"file:{messy}/chelsea-copy.jpg", f"file:{messy}/chelsea.jpg"
+    assert {n: (r["group_id"], r["is_representative"]) for n, r in groups.items()} == {
+        n: (copy, n == "chelsea-copy.jpg")
+        if n.startswith("chelsea")
+        else (f"file:{messy}/{n}", True)
+        for n in groups
+    }
+    kept = sorted(names[r["path"]] for r in namespace["keep"].collect())  # type: ignore[attr-defined]
+    assert kept == sorted(n for n in groups if n != "chelsea.jpg")
+    # Its nearest neighbours: the copy first, itself left out.
+    ranked = [(r["query"], names[r["neighbor"]], r["rank"]) for r in got["neighbours"]]
+    assert [(q, n, k) for q, n, k in ranked][:1] == [(photo, "chelsea-copy.jpg", 1)]
+    assert [k for *_, k in ranked] == [1, 2, 3] and "chelsea.jpg" not in [n for _, n, _ in ranked]
     # The hand-off: ids, paths and unit vectors on disk, and as arrays: the images that worked.
     written = pd.read_parquet(messy.parent / "out" / "vectors")
     assert list(written.columns) == ["id", "path", "features"] and written["id"].is_unique
@@ -226,8 +240,22 @@ def _check_ml(namespace: dict[str, object], printed: str) -> None:
     assert "corrupt.jpg" in printed
 
 
+def _check_dedup(namespace: dict[str, object], printed: str) -> None:
+    groups = {Path(r["path"]).name: r for r in namespace["groups"].collect()}  # type: ignore[attr-defined]
+    assert sorted(groups) == sorted([*SAMPLES, "chelsea-copy.jpg", "corrupt.jpg"])
+    assert groups["corrupt.jpg"]["group_id"] is None
+    assert groups["chelsea.jpg"]["group_id"] == groups["chelsea-copy.jpg"]["path"]
+    together = [n for n, r in groups.items() if r["group_id"] == groups["chelsea.jpg"]["group_id"]]
+    assert sorted(together) == ["chelsea-copy.jpg", "chelsea.jpg"]
+    kept = sorted(Path(p).name for p in pd.read_parquet("out/keep")["path"])
+    assert kept == sorted(n for n in groups if n not in ("chelsea.jpg", "corrupt.jpg"))
+    first = namespace["neighbours"].where("rank = 1").collect()  # type: ignore[attr-defined]
+    assert [Path(r["neighbor"]).name for r in first] == ["chelsea-copy.jpg"]
+    assert "recall 1.0000: 1 of 1 pairs" in printed, printed
+
+
 # What each page's examples must have done; a page whose examples only need to run is None.
-CHECKS = {"api.md": _check_api, "ml.md": _check_ml}
+CHECKS = {"api.md": _check_api, "dedup.md": _check_dedup, "ml.md": _check_ml}
 RUN_PAGES = sorted(name for name, text in PAGES.items() if _python(text))
 
 
@@ -244,7 +272,7 @@ def test_the_docs_examples_run_as_written(
 
 
 def test_every_python_example_is_run() -> None:
-    assert len(BRIEF) == 1 and len(RECIPES) >= 7 and RUN_PAGES == sorted(CHECKS)
+    assert len(BRIEF) == 1 and len(RECIPES) >= 6 and RUN_PAGES == sorted(CHECKS)
     assert sorted(QUICKSTART + BRIEF + RECIPES) == sorted(_python(README))
 
 
