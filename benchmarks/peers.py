@@ -55,10 +55,11 @@ from pathlib import Path  # noqa: E402
 from typing import IO, Any  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-PEERS = ("featurex", "featurex_cli", "daft", "ray", "row_udf")
+PEERS = ("featurex", "featurex_cold", "featurex_cli", "daft", "ray", "row_udf")
 PACKAGE = {"daft": "daft", "ray": "ray"}  # a peer's package: without it the peer is skipped
 PRECISIONS = {  # what each tool runs; int8 is featurex's alone (no peer has a one-line int8)
     "featurex": ("fp32", "bf16", "int8"),
+    "featurex_cold": ("fp32", "bf16", "int8"),
     "featurex_cli": ("fp32", "bf16", "int8"),
     "daft": ("fp32", "bf16"),
     "ray": ("fp32", "bf16"),
@@ -71,6 +72,7 @@ DEFAULT_ROWS = (
 SMOKE_ROWS = "featurex:fp32,row_udf:fp32,daft:fp32,ray:fp32"
 LABELS = {
     "featurex": "featurex (`binaryFile` + `image_features`, `local[2]`)",
+    "featurex_cold": "featurex, first run (empty graph cache)",
     "featurex_cli": "featurex CLI (`featurex extract`, `local[2]`)",
     "daft": "Daft {version} (native runner, `daft.cls`, batch {batch})",
     "ray": "Ray Data {version} (`read_images` + `map` + `map_batches`, 1 actor, batch {batch})",
@@ -81,6 +83,7 @@ THREADS = {
     "(spark.task.cpus) in each, and featurex runs its forward pass on that one torch thread "
     "and decodes on one thread of its own per task (its INFO log: 'on 1 threads'). The JVM "
     "reads the files.",
+    "featurex_cold": "as featurex.",
     "featurex_cli": "as featurex: the command starts `local[2]` itself.",
     "row_udf": "2 Python workers, each calling torch.set_num_threads(1) (the seed's advice); "
     "decode and forward one image at a time on that thread.",
@@ -128,8 +131,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--seed", type=int, default=0, help="random-init seed shared by every tool (0)")
     add("--cores", type=int, default=2, help="local[N] and ray.init(num_cpus=N) (2)")
     add("--agree", type=int, default=256, help="images whose features are compared (256)")
-    add("--startup", default="fp32,fp32-eager,bf16,int8",
-        help="featurex loads timed in a plain process, '' to skip (all four)")  # fmt: skip
+    add("--startup", default="fp32,fp32-cached,fp32-eager,bf16,bf16-cached,int8",
+        help="featurex loads timed in a plain process (-cached: from the graph cache the "
+        "run before filled, -eager: optimize=False), '' to skip (all six)")  # fmt: skip
     add("--daft-omp", type=int, default=1,
         help="OMP_NUM_THREADS for Daft's process, 0 to leave it unset (1)")  # fmt: skip
     add("--timeout", type=float, default=1800, help="seconds per run (1800)")
@@ -154,9 +158,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.row_list = _rows(parser, args.rows)
     args.large_row_list = _rows(parser, args.large_rows) if args.large_rows else args.row_list
     args.startup_list = [s for s in args.startup.split(",") if s.strip()]
-    bad = sorted(set(args.startup_list) - {"fp32", "fp32-eager", "bf16", "int8"})
+    known = {f"{p}{k}" for p in ("fp32", "bf16", "int8") for k in ("", "-eager", "-cached")}
+    bad = sorted(set(args.startup_list) - known)
     if bad:
-        parser.error(f"--startup: unknown {bad}: choose from fp32, fp32-eager, bf16, int8")
+        parser.error(f"--startup: unknown {bad}: choose from {', '.join(sorted(known))}")
     if not args.size_list or min(args.size_list + rounds + [args.batch, args.cores]) < 1:
         parser.error("--sizes, --rounds, --batch and --cores must be positive")
     return args
@@ -414,6 +419,11 @@ def run_row(
             cmd = [sys.executable, "-m", "benchmarks.peers", "child", str(spec_path),
                    str(result_path)]  # fmt: skip
         extra = {"FEATUREX_LOG_LEVEL": "INFO"} if peer.startswith("featurex") else {}
+        # featurex's graph cache: one for the whole benchmark run (the first run of each
+        # precision fills it, as a user's first job does), or an empty one for each cold run.
+        extra["FEATUREX_CACHE_DIR"] = str(
+            Path(tmp) / "cache" if peer == "featurex_cold" else args.cache
+        )
         if peer == "daft" and args.daft_omp:
             extra["OMP_NUM_THREADS"] = str(args.daft_omp)
         env = _env(extra)
@@ -442,7 +452,11 @@ def measure(
     stamps = {k: v - start for k, v in child.get("stamps", {}).items()}
     events: list[dict[str, Any]] = []
     threads: list[int] = []
-    if peer in ("featurex", "row_udf"):  # a unit is a task: its part file, closed at its end
+    if peer in (
+        "featurex",
+        "featurex_cold",
+        "row_udf",
+    ):  # a unit is a task: its part file, closed at its end
         units = sorted(_part_files(out))
     elif peer == "featurex_cli":  # a unit is a committed chunk (1,000 images by default)
         units = sorted(_part_files(out, "chunk-*.parquet"))
@@ -568,18 +582,21 @@ def startup(args: argparse.Namespace, folder: Path, logs: Path) -> list[dict[str
     """featurex's engine in a plain process, as in a Spark worker (one torch thread):
     imports, the model's load with and without graph optimization, the first batches."""
     found = []
+    caches = Path(tempfile.mkdtemp(prefix="peers-startup-cache-"))  # one per precision
     for which in args.startup_list:
-        precision, _, eager = which.partition("-")
+        precision, _, kind = which.partition("-")
         with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
-            spec = {"peer": "startup", "precision": precision, "optimize": not eager,
-                    "model": args.model, "seed": args.seed, "folder": str(folder)}  # fmt: skip
+            spec = {"peer": "startup", "precision": precision, "optimize": kind != "eager",
+                    "cached": kind == "cached", "model": args.model, "seed": args.seed,
+                    "folder": str(folder)}  # fmt: skip
             spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
             spec_path.write_text(json.dumps(spec))
             cmd = [sys.executable, "-m", "benchmarks.peers", "child", str(spec_path),
                    str(result_path)]  # fmt: skip
             log = logs / f"startup-{which}.log"
             print(f"  featurex start-up, {which} ...", end=" ", flush=True)
-            ran = launch(cmd, _env({"OMP_NUM_THREADS": "1"}), log, args.timeout)
+            env = {"OMP_NUM_THREADS": "1", "FEATUREX_CACHE_DIR": str(caches / precision)}
+            ran = launch(cmd, _env(env), log, args.timeout)
             if ran["returncode"] != 0:
                 print(f"FAILED (log {log})", flush=True)
                 found.append({"which": which, "error": f"exit code {ran['returncode']}"})
@@ -592,6 +609,7 @@ def startup(args: argparse.Namespace, folder: Path, logs: Path) -> list[dict[str
             steps[after] = stamps[after] - stamps[before]
         print(f"load {steps['loaded']:.1f} s", flush=True)
         found.append({"which": which, "batch": stamps["batch"], "steps": steps})
+    shutil.rmtree(caches, ignore_errors=True)
     return found
 
 
@@ -634,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.images import make_images, photo_paths, photo_set_tag
 
     info = machine_info(args.cores)
+    args.cache = Path(tempfile.mkdtemp(prefix="peers-cache-"))
     command = "python -m benchmarks.peers " + shlex.join(sys.argv[1:] if argv is None else argv)
     info.update(command=command, model=args.model, seed=args.seed, batch=args.batch,
                 daft_omp=args.daft_omp or "unset", photos=photo_set_tag(photo_paths()),
@@ -691,6 +710,7 @@ def main(argv: list[str] | None = None) -> int:
     info["loadavg_at_end"] = os.getloadavg()[0]
     info["uptime_at_end"] = _command(["uptime"])
     _write(args, info, sizes, boot, skipped, failed)
+    shutil.rmtree(args.cache, ignore_errors=True)
     name = "peers-smoke" if args.smoke else "peers"
     print((args.out / f"{name}.md").read_text(), flush=True)
     return 1 if failed else 0
@@ -778,10 +798,15 @@ def markdown(report: dict[str, Any]) -> str:
             )
         lines += _ratios(block)
         if block["agreement"]:
+            against = block["agreement"][0]["against"]
+            how = (
+                "the same function by hand: eager torchvision, Pillow"
+                if "row_udf" in against
+                else "the row UDF did not run"
+            )
             lines += [
                 "",
-                f"Features against {block['agreement'][0]['against']} (the same function by hand: "
-                "eager torchvision, Pillow) on the first "
+                f"Features against {against} ({how}) on the first "
                 f"{block['agreement'][0]['images']} images by name:",
                 "",
                 "| tool | precision | min cosine | max relative L2 difference |",
@@ -851,7 +876,7 @@ STEP_NAMES = {
     "torch": "import torch",
     "torchvision": "import torchvision",
     "featurex": "import featurex (beyond torch and torchvision)",
-    "loaded": "model: build (random init) + graph optimization, or build alone",
+    "loaded": "model: build (random init) + graph optimization, build alone, or cached graph",
     "first_batch": "first batch (decode + forward)",
     "second_batch": "second batch",
 }
@@ -909,7 +934,8 @@ def _startup_tables(report: dict[str, Any]) -> list[str]:
         lines += [
             "",
             "featurex's engine in a plain process, as in a worker (OMP_NUM_THREADS=1), "
-            "seconds per step (`fp32-eager`: `optimize=False`):",
+            "seconds per step (`-eager`: `optimize=False`; `-cached`: the optimized graph "
+            "from the disk cache that the column before filled, so no torchvision import):",
             "",
             "| step | " + " | ".join(whiches) + " |",
             "|---|" + "---:|" * len(whiches),
@@ -985,7 +1011,7 @@ def _spark_child(spec: dict[str, Any], stamps: dict[str, float]) -> None:
     """featurex's `image_features`, or the seed's row UDF, over `binaryFile` on local[N]."""
     import pyspark.sql  # noqa: F401
 
-    if spec["peer"] == "featurex":
+    if spec["peer"] != "row_udf":
         import featurex  # as a user's script does, before the session
     from benchmarks.variants import feature_column, session
 
@@ -994,7 +1020,7 @@ def _spark_child(spec: dict[str, Any], stamps: dict[str, float]) -> None:
     stamps["session"] = time.time()
     files = spark.read.format("binaryFile").load(spec["folder"])
     stamps["listed"] = time.time()
-    if spec["peer"] == "featurex":
+    if spec["peer"] != "row_udf":
         model, precision = spec["model"], spec["precision"]
         column = featurex.image_features(
             "content", model=model, weights=None, seed=spec["seed"], precision=precision
@@ -1096,7 +1122,8 @@ def _startup_child(spec: dict[str, Any], stamps: dict[str, float]) -> None:
     import torch
 
     stamps["torch"] = time.time()
-    import torchvision  # noqa: F401
+    if not spec.get("cached"):  # a load from the graph cache does without torchvision
+        import torchvision  # noqa: F401
 
     stamps["torchvision"] = time.time()
     import featurex as fx
@@ -1120,7 +1147,8 @@ def _startup_child(spec: dict[str, Any], stamps: dict[str, float]) -> None:
 def child(spec_path: str, result_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     stamps = {"start": STARTED}
-    runner = {"featurex": _spark_child, "row_udf": _spark_child, "daft": _daft_child,
+    runner = {"featurex": _spark_child, "featurex_cold": _spark_child, "row_udf": _spark_child,
+              "daft": _daft_child,
               "ray": _ray_child, "startup": _startup_child}[spec["peer"]]  # fmt: skip
     runner(spec, stamps)
     Path(result_path).write_text(json.dumps({"stamps": stamps, "pid": os.getpid()}))
