@@ -621,6 +621,7 @@ def _info(args: argparse.Namespace) -> int:
         "device": _device(),
         "cpu": _cpu(),
         "weights": weights,
+        "cache": _graph_cache(),
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -636,10 +637,23 @@ def _info(args: argparse.Namespace) -> int:
         f"cuda ({gpus})" if device["cuda"] else f"cpu ({device['cpus']} cores, no CUDA)"
     )
     report["weights"] = f"{weights['model']} {weights['weights']}: {weights['status']}"
+    cache = report["cache"]
+    report["cache"] = (
+        f"{cache['path']}: {plural(cache['graphs'], 'optimized graph', 'optimized graphs')}, "
+        f"{cache['bytes'] / 1e6:.0f} MB (FEATUREX_CACHE_DIR)"
+        if cache["path"]
+        else "off (FEATUREX_CACHE_DIR is empty)"
+    )
     width = max(map(len, report))
     for key, value in report.items():
         print(f"{key:<{width}}  {value}")
     return EXIT_OK
+
+
+def _graph_cache() -> dict[str, Any]:
+    from .models import graph_cache
+
+    return graph_cache.summary()
 
 
 def _version(package: str) -> str:

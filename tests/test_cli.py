@@ -432,8 +432,17 @@ def test_info_reports_versions_java_device_and_the_weights_cache(tmp_path: Path)
     assert lines["weights"] == f"resnet18 ResNet18_Weights.IMAGENET1K_V1: cached at {expected_file}"
     assert lines["java"].startswith(info["java"]["version"])
     assert set(lines) == {"featurex", "python", "executable", "pyspark", "torch", "torchvision",
-                          "java", "device", "cpu", "weights"}  # fmt: skip
+                          "java", "device", "cpu", "weights", "cache"}  # fmt: skip
     assert lines["cpu"].endswith(f"recommended precision {info['cpu']['recommended_precision']}")
+    # The optimized graphs' disk cache: the session's own folder, and what it holds.
+    root = Path(os.environ["FEATUREX_CACHE_DIR"])
+    graphs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    size = sum(f.stat().st_size for g in graphs for f in g.iterdir())
+    assert info["cache"] == {"path": str(root), "graphs": len(graphs), "bytes": size}
+    noun = "optimized graph" if len(graphs) == 1 else "optimized graphs"
+    assert (
+        lines["cache"] == f"{root}: {len(graphs)} {noun}, {size / 1e6:.0f} MB (FEATUREX_CACHE_DIR)"
+    )
 
 
 def test_info_rejects_an_unknown_model_in_one_line(tmp_path: Path) -> None:

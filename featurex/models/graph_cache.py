@@ -152,6 +152,20 @@ def store(name: str, entry: Entry) -> None:
         log.info("featurex could not cache the optimized graph in %s (%s)", root, first_line(exc))
 
 
+def summary() -> dict[str, Any]:
+    """Where the cache is and what it holds, for `featurex info`."""
+    root = cache_dir()
+    if root is None:
+        return {"path": None, "graphs": 0, "bytes": 0}
+    graphs, size = 0, 0
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            if entry.is_dir() and not entry.name.startswith("."):
+                graphs += 1
+                size += sum(f.stat().st_size for f in os.scandir(entry.path) if f.is_file())
+    return {"path": root, "graphs": graphs, "bytes": size}
+
+
 def discard(name: str) -> None:
     """Remove an entry that failed its check."""
     shutil.rmtree(os.path.join(cast(str, cache_dir()), name), ignore_errors=True)
