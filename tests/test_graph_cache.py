@@ -73,15 +73,30 @@ def test_what_changes_the_graph_changes_the_entry(cache: Path) -> None:
         graph_cache.entry_name(_config(batch_size=4), None),
         graph_cache.entry_name(_config(seed=1), None),
         graph_cache.entry_name(_config(precision="bf16"), torch.bfloat16),
+        graph_cache.entry_name(_config(precision="int8"), None),
     }
-    assert len(names) == 4 and None not in names
-    # Not cached: int8 (quantized, not a frozen graph), or a factory, whose code the key
-    # holds but not the files it may read.
-    assert graph_cache.entry_name(_config(precision="int8", optimize=None), None) is None
+    assert len(names) == 5 and None not in names
+    # Not cached: a factory, whose code the key holds but not the files it may read.
     from models_for_tests import tiny_cnn
 
     factory = ExtractorConfig.from_options(tiny_cnn, None, {})
     assert graph_cache.entry_name(factory, None) is None
+
+
+def test_int8_is_cached_as_its_traced_quantized_model(
+    cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _config(precision="int8")
+    with caplog.at_level(logging.INFO, logger="featurex"):
+        built = runtime.load_model(config)
+    assert "quantized the model to int8" in caplog.text
+    assert len(_entries(cache)) == 1
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="featurex"):
+        hit = runtime.load_model(config)
+    assert "from its cache" in caplog.text and "quantized" not in caplog.text  # no calibration
+    assert hit.graph_batch is None and hit.dim == built.dim == 512
+    np.testing.assert_array_equal(_features(hit), _features(built))
 
 
 @pytest.mark.parametrize("damage", ["truncated graph", "other check", "unreadable meta"])
