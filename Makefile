@@ -59,9 +59,12 @@ test: setup
 	$(BIN)/python -m pytest
 
 # The suite again on pyspark 3.5 (see setup-spark35); .venv's commands (hadolint) on PATH.
-# Less what no pyspark, numpy or pandas version changes, run once by `make test`: the
-# benchmark harnesses (4 min) and the JPEG marker corpora of the GPU path.
-SPARK35_SKIP := --ignore=tests/test_benchmarks.py --ignore=tests/test_jpeg_markers.py
+# Only what pyspark, pandas or pyarrow run in: the files below, run once by `make test`, use
+# none of them (the engine on numpy and torch, static checks of docker/ and the package,
+# wheels installed into venvs of their own, and the benchmark harnesses).
+SPARK35_SKIP := $(addprefix --ignore=tests/test_,$(addsuffix .py,benchmarks jpeg_markers \
+  gpu_path gpu fuzz decode preprocess models int8 graph_cache extractor threads config api \
+  docker deploying packaging install))
 test-spark35: setup-spark35
 	PATH="$(abspath $(BIN)):$$PATH" $(VENV35)/bin/python -m pytest $(SPARK35_SKIP)
 
