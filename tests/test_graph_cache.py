@@ -83,6 +83,7 @@ def test_what_changes_the_graph_changes_the_entry(cache: Path) -> None:
     assert graph_cache.entry_name(factory, None) is None
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # the test's own jit calls
 def test_int8_is_cached_as_its_traced_quantized_model(
     cache: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -97,6 +98,19 @@ def test_int8_is_cached_as_its_traced_quantized_model(
     assert "from its cache" in caplog.text and "quantized" not in caplog.text  # no calibration
     assert hit.graph_batch is None and hit.dim == built.dim == 512
     np.testing.assert_array_equal(_features(hit), _features(built))
+    # A graph that loads but cannot run is a failed check: quantized again, and replaced.
+    (name,) = _entries(cache)
+    torch.jit.save(torch.jit.script(_Fails()), str(cache / name / "graph.pt"))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="featurex"):
+        again = runtime.load_model(config)
+    assert "does not run" in caplog.text and "quantized the model to int8" in caplog.text
+    np.testing.assert_array_equal(_features(again), _features(built))
+
+
+class _Fails(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("not this graph")
 
 
 @pytest.mark.parametrize("damage", ["truncated graph", "other check", "unreadable meta"])

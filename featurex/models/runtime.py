@@ -447,7 +447,11 @@ def _from_cache(name: str, target: torch.device, dtype: torch.dtype | None) -> L
     if entry is None:
         return None
     if entry.graph_batch is None:  # int8: a traced quantized model, run as it is
-        good = _relative_error(forward(entry.graph, entry.example, dtype), entry.want) <= 1e-5
+        try:
+            good = _relative_error(forward(entry.graph, entry.example, dtype), entry.want) <= 1e-5
+        except Exception as exc:  # a graph that loads but cannot run: as a failed check
+            log.info("featurex's cached int8 model does not run (%s)", first_line(exc))
+            good = False
     else:
         batch = _repeat_to(entry.example, entry.graph_batch)
         good = _fuse(entry.graph, batch, entry.want, dtype, say=log.info)
